@@ -1,0 +1,115 @@
+# Child set-up: runs in a new process between fork() and its first Python
+# line (or its execve). As in CPython's _posixsubprocess, nothing here
+# allocates or touches Python objects: only async-signal-safe system calls.
+# A failing step writes "OSError:<hex errno>:<stage>" to the error pipe and
+# exits with 255; the zygote turns that back into an OSError naming the stage.
+
+cdef extern from *:
+    """
+    static const char *const sandbox_stage_names[] = {
+        "signals", "setsid", "pdeathsig", "fds", "exec",
+    };
+    """
+    const char *const sandbox_stage_names[]
+
+cdef enum Stage:
+    STAGE_SIGNALS = 0
+    STAGE_SETSID = 1
+    STAGE_PDEATHSIG = 2
+    STAGE_FDS = 3
+    STAGE_EXEC = 4
+
+# The fd layout every execution environment starts with.
+cdef enum:
+    CHILD_LOG_FD_OUT = 1
+    CHILD_LOG_FD_ERR = 2
+    CHILD_CHANNEL_FD = 3
+    CHILD_ERROR_FD = 4
+    CHILD_FIRST_FREE_FD = 5
+    # Sources are first moved at or above this number so that no dup2 onto
+    # 1-4 can clobber another source.
+    SCRATCH_FD = 16
+
+
+cdef void _report_and_exit(int err_fd, int err, int stage) noexcept nogil:
+    cdef char buf[64]
+    cdef char digits[16]
+    cdef const char *prefix = b"OSError:"
+    cdef const char *name = sandbox_stage_names[stage]
+    cdef int n = 0, k = 0
+    cdef unsigned int value = <unsigned int>err
+    while prefix[k] != 0:
+        buf[n] = prefix[k]
+        n += 1
+        k += 1
+    k = 0
+    while True:
+        digits[k] = b"0123456789abcdef"[value % 16]
+        k += 1
+        value //= 16
+        if value == 0:
+            break
+    while k > 0:
+        k -= 1
+        buf[n] = digits[k]
+        n += 1
+    buf[n] = b":"
+    n += 1
+    k = 0
+    while name[k] != 0 and n < 63:
+        buf[n] = name[k]
+        n += 1
+        k += 1
+    write(err_fd, buf, n)
+    _exit(255)
+
+
+cdef void _close_from(int first_fd, int max_fd) noexcept nogil:
+    # close_range(2) needs Linux 5.9; older kernels get the plain loop.
+    cdef int fd
+    if syscall(SYS_close_range, first_fd, <unsigned int>0xFFFFFFFF, 0) == 0:
+        return
+    fd = first_fd
+    while fd < max_fd:
+        close(fd)
+        fd += 1
+
+
+cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
+                       int max_fd) noexcept nogil:
+    """Session, parent-death signal, signal state and fd layout of a new child."""
+    cdef sigset_t empty
+    cdef int c, l, e
+    # The zygote blocks SIGCHLD and reads it from a signalfd; the child must
+    # start with a clean mask and default dispositions for what it changed.
+    sigemptyset(&empty)
+    if sigprocmask(SIG_SETMASK, &empty, NULL) != 0:
+        _report_and_exit(err_fd, errno, STAGE_SIGNALS)
+    signal(SIGCHLD, SIG_DFL)
+
+    # Own session and process group: the dispatcher kills the whole group.
+    if setsid() < 0:
+        _report_and_exit(err_fd, errno, STAGE_SETSID)
+
+    # Die with the zygote. If it already died between fork and here, the
+    # signal was never armed, so check the parent explicitly.
+    if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
+        _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
+    if getppid() != zygote_pid:
+        _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
+
+    c = fcntl(chan_fd, F_DUPFD, <int>SCRATCH_FD)
+    l = fcntl(log_fd, F_DUPFD, <int>SCRATCH_FD)
+    e = fcntl(err_fd, F_DUPFD_CLOEXEC, <int>SCRATCH_FD)
+    if c < 0 or l < 0 or e < 0:
+        _report_and_exit(err_fd, errno, STAGE_FDS)
+    err_fd = e
+    if (dup2(l, CHILD_LOG_FD_OUT) < 0 or dup2(l, CHILD_LOG_FD_ERR) < 0
+            or dup2(c, CHILD_CHANNEL_FD) < 0 or dup2(e, CHILD_ERROR_FD) < 0):
+        _report_and_exit(err_fd, errno, STAGE_FDS)
+    err_fd = CHILD_ERROR_FD
+    if fcntl(err_fd, F_SETFD, FD_CLOEXEC) < 0:  # gone on a successful exec
+        _report_and_exit(err_fd, errno, STAGE_FDS)
+    # Every other inherited descriptor goes: the zygote's control socket, its
+    # signalfd, the scratch copies, anything the function's INIT opened.
+    _close_from(CHILD_FIRST_FREE_FD, max_fd)

@@ -1,0 +1,162 @@
+# The fork-server loop a zygote waits in. It multiplexes two sources with
+# poll(2): the control socket from the dispatcher (SOCK_SEQPACKET, one frame
+# and its fds per packet) and a signalfd for SIGCHLD. Decoding frames is left
+# to the Python ``dispatch`` object; forking and reaping happen here.
+
+from libc.string cimport memcpy
+
+cdef enum:
+    MAX_PACKET = 65536
+    MAX_FDS_PER_PACKET = 4
+
+
+cdef list _recv_packet(int fd, bytearray buf, bint *truncated):
+    """recvmsg one packet; returns [data, fds] or None at end of stream."""
+    cdef msghdr msg
+    cdef iovec iov
+    cdef char cbuf[256]   # >= CMSG_SPACE(MAX_FDS_PER_PACKET * sizeof(int))
+    cdef cmsghdr *cmsg
+    cdef ssize_t n
+    cdef int i, nfds, received_fd
+    cdef char *data = buf
+    iov.iov_base = data
+    iov.iov_len = MAX_PACKET
+    msg.msg_name = NULL
+    msg.msg_namelen = 0
+    msg.msg_iov = &iov
+    msg.msg_iovlen = 1
+    msg.msg_control = cbuf
+    msg.msg_controllen = CMSG_SPACE(MAX_FDS_PER_PACKET * sizeof(int))
+    msg.msg_flags = 0
+    while True:
+        with nogil:
+            n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)
+        if n >= 0:
+            break
+        if errno != EINTR:
+            raise OSError(errno, "recvmsg on the control socket")
+    fds = []
+    cmsg = CMSG_FIRSTHDR(&msg)
+    while cmsg != NULL:
+        if cmsg.cmsg_level == SOL_SOCKET and cmsg.cmsg_type == SCM_RIGHTS:
+            nfds = <int>((cmsg.cmsg_len - CMSG_LEN(0)) // sizeof(int))
+            for i in range(nfds):
+                memcpy(&received_fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int))
+                fds.append(received_fd)
+        cmsg = CMSG_NXTHDR(&msg, cmsg)
+    truncated[0] = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0
+    if n == 0 and not fds:
+        return None
+    return [bytes(buf[:n]), fds]
+
+
+cdef void _reap(object dispatch, set children) except *:
+    cdef int status = 0
+    cdef pid_t pid
+    cdef rusage ru
+    while True:
+        with nogil:
+            pid = wait4(-1, &status, WNOHANG, &ru)
+        if pid <= 0:
+            return
+        children.discard(pid)
+        # Descendants left in the environment's process group go with it.
+        killpg(pid, SIGKILL)
+        dispatch.exited(
+            pid, status, ru.ru_maxrss,
+            ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+            ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
+        )
+
+
+cdef void _kill_all(set children) noexcept:
+    cdef int status = 0
+    cdef pid_t pid
+    for pid in children:
+        killpg(pid, SIGKILL)
+        kill(pid, SIGKILL)
+    for pid in children:
+        with nogil:
+            waitpid(pid, &status, 0)
+    children.clear()
+
+
+def serve(int ctrl_fd, object dispatch):
+    """Runs the fork-server loop on ``ctrl_fd`` until the dispatcher goes away.
+
+    ``dispatch`` decodes and answers frames:
+      - ``dispatch.packet(data, fds, truncated)`` returns a list of spawn
+        requests ``(chan_fd, log_fd, exec_argv, exec_env, tag)``, or None to
+        stop the loop;
+      - ``dispatch.spawned(tag, pid, error)`` is told each outcome (``error``
+        is the exception or None) and owns closing the request's fds;
+      - ``dispatch.exited(pid, wait_status, maxrss_kb, utime_s, stime_s)``.
+
+    Returns:
+        None in the zygote, after the loop ended and every child was killed
+        and reaped; the spawn request's ``tag`` in a snapshot child, which
+        then continues as an execution environment with its channel on fd 3.
+    """
+    cdef pollfd fds[2]
+    cdef sigset_t chld, old_mask
+    cdef int sfd, rc
+    cdef bint truncated = False
+    cdef char drain[1024]
+    cdef set children = set()
+    cdef bytearray buf = bytearray(MAX_PACKET)
+    cdef bint in_child = False
+
+    sigemptyset(&chld)
+    sigaddset(&chld, SIGCHLD)
+    if sigprocmask(SIG_BLOCK, &chld, &old_mask) != 0:
+        raise OSError(errno, "blocking SIGCHLD")
+    sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK)
+    if sfd < 0:
+        raise OSError(errno, "signalfd")
+    try:
+        while True:
+            fds[0].fd = ctrl_fd
+            fds[0].events = POLLIN
+            fds[0].revents = 0
+            fds[1].fd = sfd
+            fds[1].events = POLLIN
+            fds[1].revents = 0
+            with nogil:
+                rc = poll(fds, 2, -1)
+            if rc < 0:
+                if errno == EINTR:
+                    continue
+                raise OSError(errno, "poll")
+            if fds[1].revents:
+                while read(sfd, drain, sizeof(drain)) > 0:
+                    pass
+                _reap(dispatch, children)
+            if not fds[0].revents:
+                continue
+            packet = _recv_packet(ctrl_fd, buf, &truncated)
+            if packet is None:
+                return None
+            requests = dispatch.packet(packet[0], packet[1], truncated)
+            if requests is None:
+                return None
+            for chan_fd, log_fd, exec_argv, exec_env, tag in requests:
+                try:
+                    pid = spawn(chan_fd, log_fd, exec_argv, exec_env)
+                except OSError as exc:
+                    dispatch.spawned(tag, 0, exc)
+                    continue
+                if pid == 0:
+                    # This is the new environment. The set-up closed every
+                    # zygote fd; the signal mask was reset before Python ran.
+                    in_child = True
+                    children.clear()
+                    return tag
+                children.add(pid)
+                dispatch.spawned(tag, pid, None)
+    finally:
+        # A snapshot child must not touch these: its set-up already reset the
+        # mask, and sfd's number may now be its channel.
+        if not in_child:
+            _kill_all(children)
+            close(sfd)
+            sigprocmask(SIG_SETMASK, &old_mask, NULL)

@@ -1,0 +1,132 @@
+# Parent side of a spawn: everything that allocates happens here, before
+# fork(); the child runs only _child_setup and then either returns to Python
+# (a snapshot of this interpreter) or execs a fresh one (a cold start).
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from posix.resource cimport getrlimit, rlimit, RLIMIT_NOFILE
+import os as _os
+
+
+class SpawnError(OSError):
+    """A child failed one set-up step between fork and its first instruction.
+
+    ``stage`` names the step ("setsid", "fds", "exec", ...); ``errno`` and
+    ``strerror`` are those of the failing system call.
+    """
+
+    def __init__(self, err, stage):
+        super().__init__(err, f"{_os.strerror(err)} (child set-up stage: {stage})")
+        self.stage = stage
+
+
+cdef char **_to_cstring_array(list items, list keepalive) except NULL:
+    cdef Py_ssize_t i, n = len(items)
+    cdef char **arr = <char **>PyMem_Malloc((n + 1) * sizeof(char *))
+    if arr == NULL:
+        raise MemoryError()
+    for i in range(n):
+        b = _os.fsencode(items[i])
+        if b"\0" in b:
+            PyMem_Free(arr)
+            raise ValueError(f"embedded NUL byte in exec argument {items[i]!r}")
+        keepalive.append(b)
+        arr[i] = <char *>b
+    arr[n] = NULL
+    return arr
+
+
+cdef int _max_fd() noexcept:
+    cdef rlimit rl
+    if getrlimit(RLIMIT_NOFILE, &rl) == 0 and rl.rlim_cur < 1048576:
+        return <int>rl.rlim_cur
+    return 65536
+
+
+cdef object _read_verdict(int fd):
+    """Reads the child's set-up report: b"" means every step succeeded."""
+    cdef char buf[96]
+    cdef ssize_t n
+    cdef Py_ssize_t total = 0
+    out = bytearray()
+    while total < 95:
+        with nogil:
+            n = read(fd, buf, 95 - total)
+        if n < 0:
+            if errno == EINTR:
+                continue
+            raise OSError(errno, "reading the child's set-up report")
+        if n == 0:
+            break
+        out += buf[:n]
+        total += n
+    return bytes(out)
+
+
+def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None):
+    """Forks an execution environment.
+
+    In the child, fd 3 becomes ``chan_fd``, fds 1 and 2 become ``log_fd``,
+    every other fd above 2 is closed, the child leads a new session and dies
+    with this process. Without ``exec_argv`` the child returns 0 and goes on
+    running this interpreter (a snapshot start); with it, the child execs
+    ``exec_argv`` with environment ``exec_env`` (a cold start).
+
+    Returns:
+        The child's pid in the parent; 0 in a snapshot child.
+    Raises:
+        SpawnError: a set-up step failed in the child (already reaped).
+        OSError: fork itself failed.
+    """
+    cdef int pipefd[2]
+    cdef pid_t pid, zygote_pid = _os.getpid()
+    cdef int saved_errno = 0, status = 0
+    cdef int max_fd = _max_fd()
+    cdef bint do_exec = exec_argv is not None
+    cdef char **argv = NULL
+    cdef char **envp = NULL
+    cdef list keepalive = []
+
+    if do_exec:
+        argv = _to_cstring_array(list(exec_argv), keepalive)
+        try:
+            envp = _to_cstring_array(
+                [f"{k}={v}" for k, v in (exec_env or {}).items()], keepalive)
+        except BaseException:
+            PyMem_Free(argv)
+            raise
+    try:
+        if pipe2(pipefd, O_CLOEXEC) != 0:
+            raise OSError(errno, "pipe2 for the child's set-up report")
+        if not do_exec:
+            # A snapshot child goes on running Python: CPython's own fork
+            # hooks (locks, threading state, os.register_at_fork) must run.
+            PyOS_BeforeFork()
+        pid = fork()
+        if pid == 0:
+            _child_setup(chan_fd, log_fd, pipefd[1], zygote_pid, max_fd)
+            if do_exec:
+                execve(argv[0], argv, envp)
+                _report_and_exit(CHILD_ERROR_FD, errno, STAGE_EXEC)
+            close(CHILD_ERROR_FD)
+            PyOS_AfterFork_Child()
+            return 0
+        saved_errno = errno
+        if not do_exec:
+            PyOS_AfterFork_Parent()
+        close(pipefd[1])
+    finally:
+        PyMem_Free(argv)
+        PyMem_Free(envp)
+    if pid < 0:
+        close(pipefd[0])
+        raise OSError(saved_errno, "fork")
+    try:
+        verdict = _read_verdict(pipefd[0])
+    finally:
+        close(pipefd[0])
+    if verdict:
+        with nogil:
+            waitpid(pid, &status, 0)
+        _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
+        raise SpawnError(int(hex_errno, 16), stage)
+    return pid

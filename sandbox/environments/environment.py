@@ -1,0 +1,128 @@
+"""One live execution environment as the dispatcher sees it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from ..protocol import Channel
+
+# Output beyond this per invocation is dropped from the front (the tail is kept).
+LOG_CAPTURE_MAX = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitRecord:
+    """How an environment process ended, as its zygote reaped it."""
+
+    status: int | None  # raw wait status; None when unknown (its zygote died)
+    maxrss_kb: int = 0
+    utime_s: float = 0.0
+    stime_s: float = 0.0
+    spawn_error: str | None = None  # a child set-up step failed before Python ran
+
+    def describe(self) -> str:
+        """Lambda's wording: 'exit status 1', 'signal: segmentation fault'."""
+        if self.spawn_error is not None:
+            return self.spawn_error
+        if self.status is None:
+            return "its zygote died"
+        if os.WIFSIGNALED(self.status):
+            number = os.WTERMSIG(self.status)
+            name = signal.strsignal(number) or f"signal {number}"
+            return f"signal: {name.lower()}"
+        if os.WIFEXITED(self.status):
+            return f"exit status {os.WEXITSTATUS(self.status)}"
+        return f"wait status {self.status:#x}"
+
+
+class EnvironmentLost(Exception):
+    """The environment's channel broke or it exited while in use."""
+
+
+class Environment:
+    """A process running invocations one at a time, reached through ``channel``.
+
+    Its stdout and stderr are ``log_fd``, a memfd shared with the process, which
+    :meth:`take_output` drains after each invocation.
+    """
+
+    __slots__ = (
+        "env_id", "pid", "channel", "log_fd", "zygote", "start_kind", "init_ms",
+        "restore_ms", "generation", "last_used", "invocations", "exit_record", "_exited",
+        "_closed",
+    )
+
+    def __init__(self, env_id: str, channel: Channel, log_fd: int, zygote: Any,
+                 start_kind: str, generation: int) -> None:
+        self.env_id = env_id
+        self.pid = 0
+        self.channel = channel
+        self.log_fd = log_fd
+        self.zygote = zygote
+        self.start_kind = start_kind
+        self.init_ms: float | None = None
+        self.restore_ms: float | None = None
+        self.generation = generation
+        self.last_used = time.monotonic()
+        self.invocations = 0
+        self.exit_record: ExitRecord | None = None
+        self._exited = threading.Event()
+        self._closed = False
+
+    # -- called by the supervisor thread --------------------------------
+    def mark_exited(self, record: ExitRecord) -> None:
+        self.exit_record = record
+        self._exited.set()
+
+    # -- called by invoking threads ---------------------------------------
+    def wait_exit(self, timeout: float) -> ExitRecord | None:
+        self._exited.wait(timeout)
+        return self.exit_record
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    def take_output(self) -> bytes:
+        """Everything the process wrote since the last call, then empties the memfd."""
+        size = os.fstat(self.log_fd).st_size
+        if not size:
+            return b""
+        if size > LOG_CAPTURE_MAX:
+            dropped = size - LOG_CAPTURE_MAX
+            data = (f"[sandbox: {dropped} bytes of output dropped]\n".encode()
+                    + os.pread(self.log_fd, LOG_CAPTURE_MAX, dropped))
+        else:
+            data = os.pread(self.log_fd, size, 0)
+        os.ftruncate(self.log_fd, 0)
+        return data
+
+    def signal_group(self, signum: int) -> None:
+        """Signals the environment's process group (it leads its own session)."""
+        if self.pid and not self.exited:
+            try:
+                os.killpg(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def kill_group(self) -> None:
+        """Kills the environment and everything in its process group now."""
+        self.signal_group(signal.SIGKILL)
+
+    def kill(self) -> None:
+        """Kills the process group and drops the dispatcher's ends."""
+        self.kill_group()
+        self.close()
+
+    def close(self) -> None:
+        """Drops the dispatcher's ends of the channel and log (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.channel.close()
+        os.close(self.log_fd)

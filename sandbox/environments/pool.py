@@ -1,0 +1,255 @@
+"""The environments of one function: warm reuse, snapshot and cold starts.
+
+Idle environments are kept on a stack (the most recently used is reused first,
+as its pages are the warmest). A start that finds none idle forks one from the
+function's zygote (snapshot) or execs one through the launcher (cold).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..constants import (
+    ERROR_EXIT,
+    ERROR_TIMEOUT,
+    INIT_TIMEOUT_S,
+    LATEST_VERSION,
+    SHUTDOWN_GRACE_S,
+)
+from ..errors import ProtocolError, ServiceException
+from ..functions import FunctionConfig
+from ..protocol import READY, check_version
+from .environment import Environment, ExitRecord
+from .supervisor import Supervisor
+from .zygote import Zygote
+
+log = logging.getLogger("sandbox.environments")
+
+# How long a forked child may take from SPAWN to READY (no INIT runs there).
+SNAPSHOT_READY_TIMEOUT_S = 5.0
+# Boot of a fresh interpreter before INIT starts, on top of INIT's own limit.
+BOOT_ALLOWANCE_S = 5.0
+
+
+class InitFailed(Exception):
+    """INIT failed: the function's module did not import, or its process died.
+
+    ``document`` is the Lambda error document, ``output`` what INIT printed.
+    """
+
+    def __init__(self, document: dict[str, Any], init_ms: float | None, output: bytes,
+                 start_kind: str) -> None:
+        super().__init__(document.get("errorMessage", "INIT failed"))
+        self.document = document
+        self.init_ms = init_ms
+        self.output = output
+        self.start_kind = start_kind
+
+
+def exit_document(record: ExitRecord | None, request_id: str) -> dict[str, Any]:
+    reason = record.describe() if record is not None else "unknown"
+    return {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: {reason}",
+            "errorType": ERROR_EXIT, "stackTrace": []}
+
+
+class FunctionPool:
+    """Environments of one function configuration (one ``generation``)."""
+
+    def __init__(
+        self,
+        config: FunctionConfig,
+        generation: int,
+        supervisor: Supervisor,
+        launcher: Callable[[], Zygote],
+        base_environ: Mapping[str, str],
+        write_log: Callable[[bytes], None],
+    ) -> None:
+        self.config = config
+        self.generation = generation
+        self._supervisor = supervisor
+        self._launcher = launcher
+        self._base_environ = dict(base_environ)
+        self._write_log = write_log
+        self._lock = threading.Lock()
+        self._zygote_lock = threading.Lock()
+        self._zygote: Zygote | None = None
+        self._idle: list[Environment] = []
+        self.busy = 0
+        self.closed = False
+        # Set when the zygote reports it cannot fork soundly (INIT started threads).
+        self.fork_unsafe_reason: str | None = None
+
+    # -- acquiring and releasing -------------------------------------------------
+    def acquire(self, request_id: str) -> Environment:
+        """An environment for one invocation: an idle one, or a new one.
+
+        Raises:
+            InitFailed: a new environment's INIT failed (reported to the caller
+                as the invocation's function error).
+            ServiceException: no environment could be started.
+        """
+        with self._lock:
+            if self.closed:
+                raise ServiceException(f"function {self.config.name} was updated or deleted")
+            self.busy += 1
+            if self._idle:
+                env = self._idle.pop()
+                env.start_kind = "warm"
+                return env
+        try:
+            return self._start(request_id)
+        except BaseException:
+            with self._lock:
+                self.busy -= 1
+            raise
+
+    def release(self, env: Environment, reusable: bool) -> None:
+        """Returns an environment after an invocation; a broken one is discarded."""
+        env.last_used = time.monotonic()
+        with self._lock:
+            self.busy -= 1
+            if reusable and not self.closed and not env.exited:
+                self._idle.append(env)
+                return
+        if reusable:
+            self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
+        else:
+            env.kill()
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def retire_idle(self, idle_for_s: float) -> int:
+        """SHUTDOWN of environments idle for at least ``idle_for_s`` seconds."""
+        cutoff = time.monotonic() - idle_for_s
+        with self._lock:
+            keep = [env for env in self._idle if env.last_used > cutoff]
+            retired = [env for env in self._idle if env.last_used <= cutoff]
+            self._idle = keep
+        for env in retired:
+            self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
+        return len(retired)
+
+    def close(self) -> None:
+        """No new invocations; idle environments and the zygote go now, busy
+        ones when their invocation returns."""
+        with self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+        for env in idle:
+            self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
+        with self._zygote_lock:
+            if self._zygote is not None:
+                self._zygote.close()
+                self._zygote = None
+
+    # -- starting environments ------------------------------------------------------
+    def environ(self, initialization_type: str) -> dict[str, str]:
+        env = dict(self._base_environ)
+        env["AWS_LAMBDA_INITIALIZATION_TYPE"] = initialization_type
+        return env
+
+    def _stream_environ(self, env_id: str) -> dict[str, str]:
+        day = datetime.datetime.now(datetime.UTC).strftime("%Y/%m/%d")
+        return {"AWS_LAMBDA_LOG_STREAM_NAME": f"{day}/[{LATEST_VERSION}]{env_id}"}
+
+    def _start(self, request_id: str) -> Environment:
+        if self.config.start == "snapshot" and self.fork_unsafe_reason is None:
+            zygote = self._function_zygote()
+            if zygote is not None:
+                return self._start_snapshot(zygote, request_id)
+        return self._start_cold(request_id)
+
+    def _function_zygote(self) -> Zygote | None:
+        """The function's zygote, booted (INIT) on first use or after it died."""
+        with self._zygote_lock:
+            zygote = self._zygote
+            if zygote is not None and zygote.alive:
+                return zygote
+            self._zygote = None
+            if self.closed:
+                raise ServiceException(f"function {self.config.name} was updated or deleted")
+            zygote = Zygote("function", self.environ("snap-start"), self.config.code)
+            hello = zygote.start(INIT_TIMEOUT_S + BOOT_ALLOWANCE_S)
+            if hello.get("init_error"):
+                raise InitFailed(hello["init_error"], hello.get("init_ms"), zygote.init_output,
+                                 "snapshot")
+            if zygote.init_output:
+                self._write_log(zygote.init_output)
+            if not hello.get("fork_safe"):
+                self.fork_unsafe_reason = (
+                    f"INIT left {hello.get('threads')} threads running; forking a "
+                    "multi-threaded process is unsound")
+                log.warning("function %s: snapshot starts disabled, starting cold: %s",
+                            self.config.name, self.fork_unsafe_reason)
+                return None
+            self._supervisor.watch(zygote)
+            self._zygote = zygote
+            return zygote
+
+    def _start_snapshot(self, zygote: Zygote, request_id: str) -> Environment:
+        started = time.monotonic()
+        env_id = uuid.uuid4().hex
+        env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id))
+        self._await_ready(env, started + SNAPSHOT_READY_TIMEOUT_S, request_id)
+        env.restore_ms = (time.monotonic() - started) * 1000.0
+        env.init_ms = zygote.hello.get("init_ms")
+        return env
+
+    def _start_cold(self, request_id: str) -> Environment:
+        launcher = self._launcher()
+        env_id = uuid.uuid4().hex
+        environ = self.environ("on-demand")
+        environ.update(self._stream_environ(env_id))
+        env = launcher.spawn(env_id, self.generation, "cold", environ, launcher.cold_argv())
+        self._await_ready(env, time.monotonic() + INIT_TIMEOUT_S + BOOT_ALLOWANCE_S, request_id)
+        return env
+
+    def _await_ready(self, env: Environment, deadline: float, request_id: str) -> None:
+        """Waits for the new environment's READY (after its INIT, when cold).
+
+        Raises:
+            InitFailed: INIT failed, timed out, or the process died first.
+            ServiceException: a child set-up step failed, or the peer spoke garbage.
+        """
+        try:
+            frame = env.channel.recv(deadline)
+        except TimeoutError:
+            env.kill()
+            raise InitFailed(
+                {"errorMessage": f"RequestId: {request_id} Error: INIT phase timed out after "
+                                 f"{INIT_TIMEOUT_S:.2f} seconds",
+                 "errorType": ERROR_TIMEOUT, "stackTrace": []},
+                INIT_TIMEOUT_S * 1000.0, b"", env.start_kind) from None
+        except (OSError, ProtocolError) as exc:
+            env.kill()
+            raise ServiceException(f"environment {env.env_id} failed its handshake: {exc}") from exc
+        if frame is None:
+            record = env.wait_exit(2.0)
+            output = env.take_output()
+            env.close()
+            if record is not None and record.spawn_error is not None:
+                raise ServiceException(f"cannot start an environment: {record.spawn_error}")
+            raise InitFailed(exit_document(record, request_id), None, output, env.start_kind)
+        try:
+            if frame["t"] != READY:
+                raise ProtocolError(f"environment sent {frame['t']!r} before {READY!r}")
+            check_version(frame, "environment")
+        except ProtocolError as exc:
+            env.kill()
+            raise ServiceException(f"environment {env.env_id}: {exc}") from exc
+        env.pid = frame["pid"]
+        output = env.take_output()
+        if frame.get("init_error"):
+            env.kill()
+            raise InitFailed(frame["init_error"], frame.get("init_ms"), output, env.start_kind)
+        env.init_ms = frame.get("init_ms")
+        if output:
+            self._write_log(output)

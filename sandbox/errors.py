@@ -1,0 +1,77 @@
+"""Exceptions raised by the sandbox API, named after Lambda's error codes.
+
+Every exception here derives from :class:`SandboxError` and carries ``code``
+(Lambda's error type, as its HTTP API would put in ``x-amzn-ErrorType``) and
+``http_status``. A function's own failure is *not* an exception: it comes back
+as an invocation result with ``function_error="Unhandled"``, as in Lambda.
+"""
+
+from __future__ import annotations
+
+
+class SandboxError(Exception):
+    """Base class: a request to the sandbox could not be carried out."""
+
+    code = "ServiceException"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ServiceException(SandboxError):
+    """The runtime itself failed (an environment could not be started, ...)."""
+
+
+class ResourceNotFoundException(SandboxError):
+    """The named function (or other resource) does not exist."""
+
+    code = "ResourceNotFoundException"
+    http_status = 404
+
+
+class ResourceConflictException(SandboxError):
+    """The resource already exists, or is in a state that forbids the call."""
+
+    code = "ResourceConflictException"
+    http_status = 409
+
+
+class InvalidParameterValueException(SandboxError):
+    """A parameter is out of range or malformed; the message names it."""
+
+    code = "InvalidParameterValueException"
+    http_status = 400
+
+
+class InvalidRequestContentException(SandboxError):
+    """The request body is not valid JSON."""
+
+    code = "InvalidRequestContentException"
+    http_status = 400
+
+
+class RequestTooLargeException(SandboxError):
+    """The invocation payload exceeds the limit for its invocation type."""
+
+    code = "RequestTooLargeException"
+    http_status = 413
+
+
+class TooManyRequestsException(SandboxError):
+    """A concurrency limit was reached; synchronous invokes are not queued."""
+
+    code = "TooManyRequestsException"
+    http_status = 429
+
+    def __init__(self, message: str, reason: str = "ConcurrentInvocationLimitExceeded") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ProtocolError(SandboxError):
+    """A peer sent a malformed, truncated or oversized frame.
+
+    The channel it came on is closed; the dispatcher and zygotes carry on.
+    """

@@ -1,0 +1,2 @@
+"""Invocation models: synchronous (RequestResponse) here; asynchronous and
+polling build on the same per-function pools."""

@@ -1,0 +1,146 @@
+"""Synchronous invocation (RequestResponse): the caller waits, nothing retries.
+
+A function error is a result, not an exception: ``function_error`` is
+"Unhandled" and ``payload`` is the error document, as in Lambda. The
+invocation's deadline kills the environment's whole process group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from typing import Any
+
+from ..constants import ERROR_TIMEOUT, FUNCTION_ERROR_UNHANDLED, LATEST_VERSION
+from ..environments import Environment, FunctionPool, InitFailed
+from ..environments.pool import exit_document
+from ..errors import ProtocolError
+from ..logs import FunctionLog, billed_ms, invocation_block, tail, timestamp
+from ..protocol import INVOKE, RESULT
+
+# After a kill, how long to wait for the zygote's report of the exit.
+EXIT_REPORT_WAIT_S = 1.0
+
+
+@dataclasses.dataclass
+class InvokeResult:
+    """What an invocation returned.
+
+    Attributes:
+        status_code: 200 for RequestResponse (also when the function failed),
+            202 for Event, 204 for DryRun.
+        payload: the handler's return value decoded from JSON, or the error
+            document when ``function_error`` is set; None for Event and DryRun.
+        function_error: None, or "Unhandled" when the function failed.
+        log_tail: the last 4 KiB of this invocation's log block, as text.
+        report: request_id, duration_ms, billed_duration_ms, memory_size_mb,
+            max_memory_used_mb, init_duration_ms (None when warm),
+            restore_duration_ms (snapshot starts), start, status.
+        raw_payload: ``payload`` as the JSON bytes the function produced.
+    """
+
+    status_code: int
+    payload: Any
+    function_error: str | None
+    log_tail: str
+    report: dict[str, Any] | None
+    request_id: str
+    executed_version: str | None = LATEST_VERSION
+    raw_payload: bytes = b""
+
+
+def _mb(kilobytes: int) -> int:
+    return max(1, math.ceil(kilobytes / 1024))
+
+
+def _finish(log: FunctionLog, pool: FunctionPool, request_id: str, payload: bytes,
+            error: bool, output: bytes, report: dict[str, Any]) -> InvokeResult:
+    report["billed_duration_ms"] = billed_ms(report["duration_ms"])
+    report["memory_size_mb"] = pool.config.memory_mb
+    block = invocation_block(request_id, output, report)
+    log.write(block)
+    return InvokeResult(
+        status_code=200, payload=json.loads(payload), raw_payload=payload,
+        function_error=FUNCTION_ERROR_UNHANDLED if error else None,
+        log_tail=tail(block), report=report, request_id=request_id,
+    )
+
+
+def _init_failure(log: FunctionLog, pool: FunctionPool, request_id: str,
+                  failure: InitFailed) -> InvokeResult:
+    document = dict(failure.document)
+    document.setdefault("requestId", request_id)
+    report = {"request_id": request_id, "duration_ms": failure.init_ms or 0.0,
+              "max_memory_used_mb": 0, "init_duration_ms": failure.init_ms,
+              "restore_duration_ms": None, "start": failure.start_kind,
+              "status": "init_error"}
+    return _finish(log, pool, request_id, json.dumps(failure.document).encode(), True,
+                   failure.output, report)
+
+
+def invoke(pool: FunctionPool, log: FunctionLog, request_id: str, event: bytes, arn: str,
+           client_context: dict[str, Any] | None = None,
+           identity: dict[str, Any] | None = None) -> InvokeResult:
+    """Runs one synchronous invocation of ``event`` (JSON bytes)."""
+    try:
+        env = pool.acquire(request_id)
+    except InitFailed as failure:
+        return _init_failure(log, pool, request_id, failure)
+    first = env.invocations == 0
+    env.invocations += 1
+    timeout_s = pool.config.timeout_s
+    started = time.monotonic()
+    reply = None
+    try:
+        env.channel.send({
+            "t": INVOKE, "id": request_id, "event": event, "arn": arn,
+            "deadline_ms": time.time() * 1000.0 + timeout_s * 1000.0,
+            "client_context": client_context, "identity": identity,
+        })
+        reply = env.channel.recv(started + timeout_s)
+        if reply is not None and (reply["t"] != RESULT or reply.get("id") != request_id):
+            raise ProtocolError(f"environment answered {reply['t']!r} for another request")
+        status = "ok" if reply is not None else "crashed"
+    except TimeoutError:
+        status = "timeout"
+    except (OSError, ProtocolError):
+        status = "crashed"
+    report: dict[str, Any] = {
+        "request_id": request_id, "start": env.start_kind,
+        "init_duration_ms": env.init_ms if first else None,
+        "restore_duration_ms": env.restore_ms if first else None,
+    }
+    if reply is not None and status == "ok":
+        output = env.take_output()
+        pool.release(env, reusable=True)
+        error = reply["error_type"] is not None
+        report.update(duration_ms=reply["duration_ms"], max_memory_used_mb=_mb(reply["maxrss_kb"]),
+                      status="error" if error else "ok")
+        return _finish(log, pool, request_id, reply["payload"], error, output, report)
+    return _environment_failure(log, pool, env, request_id, status, started, report)
+
+
+def _environment_failure(log: FunctionLog, pool: FunctionPool, env: Environment,
+                         request_id: str, status: str, started: float,
+                         report: dict[str, Any]) -> InvokeResult:
+    """The deadline passed, or the environment died: it is killed and discarded."""
+    env.kill_group()
+    record = env.wait_exit(EXIT_REPORT_WAIT_S)
+    output = env.take_output()
+    pool.release(env, reusable=False)
+    timeout_s = pool.config.timeout_s
+    if status == "timeout":
+        message = f"Task timed out after {timeout_s:.2f} seconds"
+        output += f"{timestamp()} {request_id} {message}\n".encode()
+        document = {"errorMessage": f"RequestId: {request_id} Error: {message}",
+                    "errorType": ERROR_TIMEOUT, "stackTrace": []}
+        duration_ms = timeout_s * 1000.0
+    else:
+        document = exit_document(record, request_id)
+        output += f"{document['errorMessage']}\n{document['errorType']}\n".encode()
+        duration_ms = (time.monotonic() - started) * 1000.0
+    report.update(duration_ms=duration_ms, status=status,
+                  max_memory_used_mb=_mb(record.maxrss_kb) if record else 0)
+    return _finish(log, pool, request_id, json.dumps(document).encode(), True, output, report)

@@ -1,0 +1,188 @@
+"""Wire protocol between the dispatcher, zygotes and execution environments.
+
+Every frame is a 4-byte big-endian body length followed by one msgpack map
+whose ``t`` key names the message type. Lengths are checked against the
+channel's maximum *before* a body is read, and bodies are decoded with
+msgpack's own limits, so untrusted bytes can cost at most one frame of memory.
+Anything malformed raises :class:`~sandbox.errors.ProtocolError`; the owner of
+the channel closes it.
+
+Zygote control channels are SOCK_SEQPACKET (one frame and its passed fds per
+packet); environment channels are SOCK_STREAM (payloads up to 6 MiB).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections import deque
+from typing import Any
+
+import msgpack
+
+from .constants import SYNC_PAYLOAD_MAX
+from .errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+# Message types. Zygote control channel:
+HELLO = "hello"  # zygote -> dispatcher: v, pid, init_ms, init_error, fork_safe
+SPAWN = "spawn"  # dispatcher -> zygote, with fds [channel, log]: env, exec, environ
+SPAWNED = "spawned"  # zygote -> dispatcher: env, pid
+SPAWN_FAILED = "spawn_failed"  # zygote -> dispatcher: env, errno, stage, message
+EXITED = "exited"  # zygote -> dispatcher: pid, env, status, maxrss_kb, utime, stime
+# Environment channel:
+READY = "ready"  # environment -> dispatcher: v, pid, init_ms, init_error
+INVOKE = "invoke"  # dispatcher -> environment: id, event, deadline, context fields
+RESULT = "result"  # environment -> dispatcher: id, payload, error_type, duration_ms, maxrss_kb
+
+HEADER = struct.Struct(">I")
+# Room for the non-payload fields of a frame around a maximal payload.
+FRAME_OVERHEAD = 64 * 1024
+MAX_SYNC_FRAME = SYNC_PAYLOAD_MAX + FRAME_OVERHEAD
+MAX_CONTROL_FRAME = 64 * 1024
+
+_RECV_CHUNK = 256 * 1024
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """Serializes one frame: header plus msgpack body."""
+    body = msgpack.packb(frame, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Decodes one frame body; the caller has already bounded its size."""
+    try:
+        frame = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"malformed frame body: {type(exc).__name__}: {exc}") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("t"), str):
+        raise ProtocolError("malformed frame: body is not a map with a string 't' key")
+    return frame
+
+
+def decode_packet(packet: bytes, max_frame: int = MAX_CONTROL_FRAME) -> dict[str, Any]:
+    """Decodes a packet that must hold exactly one whole frame (SEQPACKET)."""
+    if len(packet) < HEADER.size:
+        raise ProtocolError(f"truncated frame: {len(packet)}-byte packet has no full header")
+    (length,) = HEADER.unpack_from(packet)
+    if length > max_frame:
+        raise ProtocolError(f"oversized frame: {length} bytes, limit {max_frame}")
+    if len(packet) != HEADER.size + length:
+        raise ProtocolError(
+            f"truncated frame: header says {length} bytes, packet holds {len(packet) - 4}"
+        )
+    return decode_body(packet[HEADER.size :])
+
+
+class FrameDecoder:
+    """Incremental decoder for a byte stream of frames."""
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = MAX_SYNC_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a whole frame."""
+        return len(self._buf)
+
+    def wanted(self) -> int:
+        """How many more bytes complete the frame in progress (at least 1)."""
+        buf = self._buf
+        if len(buf) < HEADER.size:
+            return HEADER.size - len(buf)
+        return max(1, HEADER.size + HEADER.unpack_from(buf)[0] - len(buf))
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Adds bytes; returns every frame they complete, in order.
+
+        Raises:
+            ProtocolError: a header announces more than ``max_frame`` bytes, or
+                a body is not a msgpack map with a string ``t``.
+        """
+        buf = self._buf
+        buf += data
+        frames = []
+        offset = 0
+        end = len(buf)
+        while end - offset >= HEADER.size:
+            (length,) = HEADER.unpack_from(buf, offset)
+            if length > self.max_frame:
+                raise ProtocolError(f"oversized frame: {length} bytes, limit {self.max_frame}")
+            stop = offset + HEADER.size + length
+            if stop > end:
+                break
+            frames.append(decode_body(bytes(buf[offset + HEADER.size : stop])))
+            offset = stop
+        if offset:
+            del buf[:offset]
+        return frames
+
+
+class Channel:
+    """A blocking, framed channel over a connected stream socket."""
+
+    __slots__ = ("sock", "_decoder", "_frames")
+
+    def __init__(self, sock: socket.socket, max_frame: int = MAX_SYNC_FRAME) -> None:
+        self.sock = sock
+        self._decoder = FrameDecoder(max_frame)
+        self._frames: deque[dict[str, Any]] = deque()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.sock.sendall(encode(frame))
+
+    def recv(self, deadline: float | None = None) -> dict[str, Any] | None:
+        """Returns the next frame, or None when the peer closed cleanly.
+
+        Args:
+            deadline: a ``time.monotonic()`` value; None waits forever.
+        Raises:
+            TimeoutError: the deadline passed first.
+            ProtocolError: malformed frame, or the peer closed mid-frame.
+        """
+        frames = self._frames
+        decoder = self._decoder
+        sock = self.sock
+        while not frames:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("deadline passed waiting for a frame")
+                sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(max(_RECV_CHUNK, decoder.wanted()))
+            except ConnectionResetError:
+                chunk = b""
+            finally:
+                if deadline is not None:
+                    sock.settimeout(None)
+            if not chunk:
+                if decoder.pending:
+                    raise ProtocolError(
+                        f"truncated frame: peer closed with {decoder.pending} bytes of a frame"
+                    )
+                return None
+            frames.extend(decoder.feed(chunk))
+        return frames.popleft()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def check_version(frame: dict[str, Any], peer: str) -> None:
+    """Raises ProtocolError unless a handshake frame speaks our version."""
+    version = frame.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version mismatch: dispatcher speaks {PROTOCOL_VERSION}, {peer} speaks "
+            f"{version!r}"
+        )

@@ -1,0 +1,24 @@
+"""Entry point of a cold-started environment: a fresh interpreter, exec'd by
+the launcher zygote with its channel on fd 3 and its log on fds 1 and 2."""
+
+from __future__ import annotations
+
+import socket
+
+from ..protocol import Channel
+from .handler import initialize
+from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
+
+CHANNEL_FD = 3
+
+
+def main() -> None:
+    line_buffered_stdio()
+    handler, init_error, init_ms = initialize()
+    channel = Channel(socket.socket(fileno=CHANNEL_FD))
+    serve_invocations(channel, handler, init_error, init_ms)
+    exit_environment(0)
+
+
+if __name__ == "__main__":
+    main()

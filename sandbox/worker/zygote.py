@@ -1,0 +1,139 @@
+"""Entry point of a zygote (fork-server) process.
+
+Started by the dispatcher as ``python -c <this main> CTRL_FD MODE``:
+
+- ``function`` mode runs the function's INIT (imports its module) once, freezes
+  the GC so forked children do not dirty the shared heap, and forks snapshot
+  environments that continue from right here;
+- ``launcher`` mode runs no function code and execs a fresh interpreter per
+  environment: the cold start.
+
+Either way it waits in the native loop (``sandbox._native.serve``) and stays
+single-threaded, so fork is sound.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import sys
+from typing import Any
+
+from .. import _native
+from ..errors import ProtocolError
+from ..protocol import (
+    EXITED,
+    HELLO,
+    PROTOCOL_VERSION,
+    SPAWN,
+    SPAWN_FAILED,
+    SPAWNED,
+    Channel,
+    decode_packet,
+    encode,
+)
+from .handler import Handler, initialize
+from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
+
+SpawnRequest = tuple[int, int, Any, Any, dict[str, Any]]
+
+
+def thread_count() -> int:
+    """Threads in this process, from the kernel: imports can start threads too."""
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Threads:"):
+                return int(line.split()[1])
+    return 1
+
+
+class _Dispatch:
+    """Decodes control frames for the native loop and reports outcomes."""
+
+    def __init__(self, ctrl_fd: int) -> None:
+        self.ctrl_fd = ctrl_fd
+        self.connected = True
+        self.env_by_pid: dict[int, str] = {}
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if not self.connected:
+            return
+        try:
+            os.write(self.ctrl_fd, encode(frame))
+        except OSError:
+            # The dispatcher is gone; the loop sees the hang-up next.
+            self.connected = False
+
+    def packet(self, data: bytes, fds: list[int], truncated: bool) -> list[SpawnRequest] | None:
+        try:
+            if truncated:
+                raise ProtocolError("control packet truncated (oversized frame or too many fds)")
+            frame = decode_packet(data)
+            if frame["t"] != SPAWN:
+                raise ProtocolError(f"zygote expected a {SPAWN!r} frame, got {frame['t']!r}")
+            if len(fds) != 2:
+                raise ProtocolError(f"{SPAWN!r} carries 2 fds (channel, log), got {len(fds)}")
+        except ProtocolError as exc:
+            for fd in fds:
+                os.close(fd)
+            sys.stderr.write(f"zygote {os.getpid()}: closing the control channel: {exc}\n")
+            return None
+        frame["_fds"] = fds
+        # Whatever INIT printed must not be printed again by every child.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return [(fds[0], fds[1], frame.get("exec"), frame.get("environ"), frame)]
+
+    def spawned(self, frame: dict[str, Any], pid: int, error: OSError | None) -> None:
+        for fd in frame["_fds"]:
+            os.close(fd)
+        if error is None:
+            self.env_by_pid[pid] = frame["env"]
+            self.send({"t": SPAWNED, "env": frame["env"], "pid": pid})
+            return
+        self.send({"t": SPAWN_FAILED, "env": frame["env"], "errno": error.errno or 0,
+                   "stage": getattr(error, "stage", "fork"), "message": str(error)})
+
+    def exited(self, pid: int, status: int, maxrss_kb: int, utime: float, stime: float) -> None:
+        self.send({"t": EXITED, "pid": pid, "env": self.env_by_pid.pop(pid, None),
+                   "status": status, "maxrss_kb": maxrss_kb, "utime": utime, "stime": stime})
+
+
+def _become_environment(frame: dict[str, Any], handler: Handler, init_ms: float) -> None:
+    """Runs in a snapshot child: it is now an execution environment."""
+    os.environ.update(frame.get("environ") or {})
+    line_buffered_stdio()
+    channel = Channel(socket.socket(fileno=_native.CHANNEL_FD))
+    serve_invocations(channel, handler, None, init_ms)
+    exit_environment(0)
+
+
+def main() -> None:
+    ctrl_fd = int(sys.argv[1])
+    mode = sys.argv[2]
+    line_buffered_stdio()
+    handler: Handler | None = None
+    init_error: dict[str, Any] | None = None
+    init_ms = 0.0
+    if mode == "function":
+        handler, init_error, init_ms = initialize()
+    threads = thread_count()
+    dispatch = _Dispatch(ctrl_fd)
+    dispatch.send({"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid(), "init_ms": init_ms,
+                   "init_error": init_error, "fork_safe": threads == 1, "threads": threads})
+    if init_error is not None or threads != 1:
+        # Nothing to fork from; the dispatcher reports the error or starts
+        # this function cold instead.
+        exit_environment(0)
+    gc.freeze()
+    frame = _native.serve(ctrl_fd, dispatch)
+    if frame is None:
+        exit_environment(0)
+    if handler is None:
+        raise RuntimeError("a launcher zygote never continues as an environment")
+    _become_environment(frame, handler, init_ms)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,10 +16,11 @@ NATIVE_SOURCES := $(wildcard native/*.pyx native/*.pxi native/*.pxd) setup.py
 all: $(NATIVE_STAMP)
 
 $(PY):
+	PYTHON=$(PYTHON) scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 
 $(DEPS_STAMP): pyproject.toml scripts/system-deps.sh | $(PY)
-	scripts/system-deps.sh
+	PYTHON=$(PYTHON) scripts/system-deps.sh
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "setuptools>=68" wheel "cython>=3.0"
 	$(PY) -m pip install -q -e '.[test]' --no-build-isolation

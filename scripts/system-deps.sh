@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the build needs, when running as root and they
-# are missing: libcap-dev (python-prctl's headers) and the Python headers.
+# Installs the Debian packages the build needs when they are missing and we
+# run as root: libcap-dev (python-prctl's headers), and the venv module and
+# Python headers when the interpreter lacks them (Debian's python3 does).
 set -euo pipefail
+PYTHON=${PYTHON:-python3}
 missing=()
-for pkg in libcap-dev; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+has_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+has_pkg libcap-dev || [ -e /usr/include/sys/capability.h ] || missing+=(libcap-dev)
+"$PYTHON" -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
+"$PYTHON" -c "import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+    || missing+=(python3-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2

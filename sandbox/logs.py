@@ -19,6 +19,10 @@ class FunctionLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
     def write(self, data: bytes) -> None:
+        """Appends ``data``; a no-op once closed (an invocation that outlived
+        its function's deletion or the Runtime's close)."""
+        if self._fd < 0:
+            return
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

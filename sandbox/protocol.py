@@ -43,7 +43,7 @@ FRAME_OVERHEAD = 64 * 1024
 MAX_SYNC_FRAME = SYNC_PAYLOAD_MAX + FRAME_OVERHEAD
 MAX_CONTROL_FRAME = 64 * 1024
 
-_RECV_CHUNK = 256 * 1024
+_RECV_CHUNK = 64 * 1024
 
 
 def encode(frame: dict[str, Any]) -> bytes:
@@ -52,7 +52,7 @@ def encode(frame: dict[str, Any]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes) -> dict[str, Any]:
+def decode_body(body: bytes | memoryview) -> dict[str, Any]:
     """Decodes one frame body; the caller has already bounded its size."""
     try:
         frame = msgpack.unpackb(body, raw=False, strict_map_key=True)
@@ -98,7 +98,7 @@ class FrameDecoder:
             return HEADER.size - len(buf)
         return max(1, HEADER.size + HEADER.unpack_from(buf)[0] - len(buf))
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Adds bytes; returns every frame they complete, in order.
 
         Raises:
@@ -106,20 +106,29 @@ class FrameDecoder:
                 a body is not a msgpack map with a string ``t``.
         """
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            data = buf
+        # Frames wholly inside ``data`` are decoded in place, without copying
+        # them into the buffer first: the common case of one small frame.
+        view = memoryview(data)
         frames = []
         offset = 0
-        end = len(buf)
+        end = len(view)
         while end - offset >= HEADER.size:
-            (length,) = HEADER.unpack_from(buf, offset)
+            (length,) = HEADER.unpack_from(view, offset)
             if length > self.max_frame:
                 raise ProtocolError(f"oversized frame: {length} bytes, limit {self.max_frame}")
             stop = offset + HEADER.size + length
             if stop > end:
                 break
-            frames.append(decode_body(bytes(buf[offset + HEADER.size : stop])))
+            frames.append(decode_body(view[offset + HEADER.size : stop]))
             offset = stop
-        if offset:
+        if not buf and offset < end:
+            with view[offset:] as rest:
+                buf += rest
+        view.release()
+        if buf is data:
             del buf[:offset]
         return frames
 
@@ -127,18 +136,24 @@ class FrameDecoder:
 class Channel:
     """A blocking, framed channel over a connected stream socket."""
 
-    __slots__ = ("sock", "_decoder", "_frames")
+    __slots__ = ("sock", "_decoder", "_frames", "_rbuf")
 
     def __init__(self, sock: socket.socket, max_frame: int = MAX_SYNC_FRAME) -> None:
         self.sock = sock
         self._decoder = FrameDecoder(max_frame)
         self._frames: deque[dict[str, Any]] = deque()
+        self._rbuf: bytearray | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, frame: dict[str, Any]) -> None:
-        self.sock.sendall(encode(frame))
+        body = msgpack.packb(frame, use_bin_type=True)
+        if len(body) < _RECV_CHUNK:
+            self.sock.sendall(HEADER.pack(len(body)) + body)
+        else:  # not worth copying megabytes to save one system call
+            self.sock.sendall(HEADER.pack(len(body)))
+            self.sock.sendall(body)
 
     def recv(self, deadline: float | None = None) -> dict[str, Any] | None:
         """Returns the next frame, or None when the peer closed cleanly.
@@ -150,29 +165,39 @@ class Channel:
             ProtocolError: malformed frame, or the peer closed mid-frame.
         """
         frames = self._frames
+        if frames:
+            return frames.popleft()
+        rbuf = self._rbuf
+        if rbuf is None:
+            rbuf = self._rbuf = bytearray(_RECV_CHUNK)
         decoder = self._decoder
         sock = self.sock
-        while not frames:
+        while True:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("deadline passed waiting for a frame")
                 sock.settimeout(remaining)
             try:
-                chunk = sock.recv(max(_RECV_CHUNK, decoder.wanted()))
+                count = sock.recv_into(rbuf)
             except ConnectionResetError:
-                chunk = b""
+                count = 0
             finally:
                 if deadline is not None:
                     sock.settimeout(None)
-            if not chunk:
+            if not count:
                 if decoder.pending:
                     raise ProtocolError(
                         f"truncated frame: peer closed with {decoder.pending} bytes of a frame"
                     )
                 return None
-            frames.extend(decoder.feed(chunk))
-        return frames.popleft()
+            with memoryview(rbuf) as view, view[:count] as chunk:
+                received = decoder.feed(chunk)
+            if received:
+                if len(received) == 1:
+                    return received[0]
+                frames.extend(received[1:])
+                return received[0]
 
     def close(self) -> None:
         self.sock.close()

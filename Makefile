@@ -23,7 +23,9 @@ $(DEPS_STAMP): pyproject.toml scripts/system-deps.sh | $(PY)
 	PYTHON=$(PYTHON) scripts/system-deps.sh
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "setuptools>=68" wheel "cython>=3.0"
-	$(PY) -m pip install -q -e '.[test]' --no-build-isolation
+	# compat mode: a plain .pth path entry, not an import-hook finder that every
+	# interpreter (zygotes, cold starts) would pay ~10 ms to import.
+	$(PY) -m pip install -q -e '.[test]' --no-build-isolation --config-settings editable_mode=compat
 	touch $@
 
 $(NATIVE_STAMP): $(DEPS_STAMP) $(NATIVE_SOURCES)

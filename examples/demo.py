@@ -28,7 +28,7 @@ def latencies(rt: Runtime, name: str, kind: str) -> list[float]:
     rt.invoke(name, {})  # the zygote's INIT (snapshot) or the launcher's boot (cold)
     for _ in range(ROUNDS[kind]):
         if kind != "warm":
-            rt.shutdown_idle(name)
+            rt.shutdown_idle(name, wait=True)
         samples.append(timed_invoke(rt, name, kind))
     return samples
 

@@ -8,11 +8,13 @@ dispatcher.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing costs every cold start milliseconds
 
 __all__ = ["InvokeResult", "Runtime", "errors"]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from . import errors
     from .api import Runtime
     from .invoke.sync import InvokeResult

@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -261,7 +262,7 @@ class Runtime:
                 f"InvokeFunction operation (got {len(body)})")
         request_id = new_request_id()
         if invocation_type == "DryRun":
-            return InvokeResult(204, None, None, "", None, request_id)
+            return InvokeResult(204, b"", None, "", None, request_id, executed_version=None)
         if invocation_type == "Event":
             raise InvalidParameterValueException(
                 "invocation_type 'Event' (asynchronous invoke) is not implemented yet")
@@ -279,12 +280,26 @@ class Runtime:
                 self._in_flight -= 1
 
     # -- lifecycle --------------------------------------------------------------------
-    def shutdown_idle(self, name: str | None = None, idle_for_s: float = 0.0) -> int:
+    def shutdown_idle(self, name: str | None = None, idle_for_s: float = 0.0,
+                      wait: bool = False) -> int:
         """SHUTDOWN of idle environments (of one function or all) now; the next
-        invocation starts a new one. Returns how many were shut down."""
+        invocation starts a new one.
+
+        Args:
+            idle_for_s: only those idle at least this long.
+            wait: return only once their processes have exited (at most the
+                SHUTDOWN grace period plus a second).
+        Returns:
+            How many environments were shut down.
+        """
         with self._lock:
             functions = [self._get(name)] if name is not None else list(self._functions.values())
-        return sum(f.pool.retire_idle(idle_for_s) for f in functions)
+        retired = [env for f in functions for env in f.pool.retire_idle(idle_for_s)]
+        if wait:
+            deadline = time.monotonic() + C.SHUTDOWN_GRACE_S + 1.0
+            for env in retired:
+                env.wait_exit(max(deadline - time.monotonic(), 0.0))
+        return len(retired)
 
     def stats(self, name: str) -> dict[str, int]:
         """Environments of a function: idle and busy counts."""

@@ -13,16 +13,30 @@ packet); environment channels are SOCK_STREAM (payloads up to 6 MiB).
 
 from __future__ import annotations
 
-import socket
+import os
 import struct
 import time
 from collections import deque
-from typing import Any
 
 import msgpack
 
 from .constants import SYNC_PAYLOAD_MAX
 from .errors import ProtocolError
+
+# typing is not imported at run time: every cold start would pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any, Protocol
+
+    class Stream(Protocol):
+        def recv_into(self, buffer: bytearray, /) -> int: ...
+        def sendall(self, data: bytes, /) -> None: ...
+        def settimeout(self, value: float | None, /) -> None: ...
+        def close(self) -> None: ...
+
+    class PollingStream(Stream, Protocol):
+        def recv_into(self, buffer: bytearray, nbytes: int = 0, flags: int = 0, /) -> int: ...
 
 PROTOCOL_VERSION = 1
 
@@ -44,6 +58,8 @@ MAX_SYNC_FRAME = SYNC_PAYLOAD_MAX + FRAME_OVERHEAD
 MAX_CONTROL_FRAME = 64 * 1024
 
 _RECV_CHUNK = 64 * 1024
+_MSG_DONTWAIT = 0x40  # socket.MSG_DONTWAIT on Linux, without importing socket
+_NOTHING: Any = object()
 
 
 def encode(frame: dict[str, Any]) -> bytes:
@@ -133,19 +149,47 @@ class FrameDecoder:
         return frames
 
 
+class FdStream:
+    """The part of a stream socket's interface a Channel uses, on a bare fd.
+
+    Environments use it for their channel so that a cold start need not import
+    the socket module. It cannot time out: only the dispatcher side waits with
+    deadlines.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def recv_into(self, buffer: bytearray, /) -> int:
+        return os.readv(self.fd, [buffer])
+
+    def sendall(self, data: bytes, /) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def settimeout(self, value: float | None, /) -> None:
+        if value is not None:
+            raise ValueError("an FdStream cannot time out")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Channel:
-    """A blocking, framed channel over a connected stream socket."""
+    """A blocking, framed channel over a connected stream (a socket or FdStream)."""
 
     __slots__ = ("sock", "_decoder", "_frames", "_rbuf")
 
-    def __init__(self, sock: socket.socket, max_frame: int = MAX_SYNC_FRAME) -> None:
+    def __init__(self, sock: socket.socket | Stream, max_frame: int = MAX_SYNC_FRAME) -> None:
         self.sock = sock
         self._decoder = FrameDecoder(max_frame)
         self._frames: deque[dict[str, Any]] = deque()
         self._rbuf: bytearray | None = None
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def send(self, frame: dict[str, Any]) -> None:
         body = msgpack.packb(frame, use_bin_type=True)
@@ -155,11 +199,14 @@ class Channel:
             self.sock.sendall(HEADER.pack(len(body)))
             self.sock.sendall(body)
 
-    def recv(self, deadline: float | None = None) -> dict[str, Any] | None:
+    def recv(self, deadline: float | None = None, spin_s: float = 0.0) -> dict[str, Any] | None:
         """Returns the next frame, or None when the peer closed cleanly.
 
         Args:
             deadline: a ``time.monotonic()`` value; None waits forever.
+            spin_s: poll without sleeping for up to this long first (sockets
+                only). An answer expected within microseconds then skips the
+                scheduler's sleep and wake-up, which cost more than the wait.
         Raises:
             TimeoutError: the deadline passed first.
             ProtocolError: malformed frame, or the peer closed mid-frame.
@@ -172,6 +219,10 @@ class Channel:
             rbuf = self._rbuf = bytearray(_RECV_CHUNK)
         decoder = self._decoder
         sock = self.sock
+        if spin_s > 0.0:
+            frame = self._spin(spin_s)
+            if frame is not _NOTHING:
+                return frame
         while True:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
@@ -197,6 +248,34 @@ class Channel:
                 if len(received) == 1:
                     return received[0]
                 frames.extend(received[1:])
+                return received[0]
+
+    def _spin(self, spin_s: float) -> Any:
+        """Non-blocking reads until a frame arrives or ``spin_s`` passes."""
+        sock: PollingStream = self.sock  # type: ignore[assignment]
+        rbuf = self._rbuf
+        assert rbuf is not None
+        give_up = time.perf_counter() + spin_s
+        while True:
+            try:
+                count = sock.recv_into(rbuf, 0, _MSG_DONTWAIT)
+            except BlockingIOError:
+                if time.perf_counter() > give_up:
+                    return _NOTHING
+                # Lets the peer run first should it share this CPU.
+                os.sched_yield()
+                continue
+            except ConnectionResetError:
+                count = 0
+            if not count:
+                if self._decoder.pending:
+                    raise ProtocolError(f"truncated frame: peer closed with "
+                                        f"{self._decoder.pending} bytes of a frame")
+                return None
+            with memoryview(rbuf) as view, view[:count] as chunk:
+                received = self._decoder.feed(chunk)
+            if received:
+                self._frames.extend(received[1:])
                 return received[0]
 
     def close(self) -> None:

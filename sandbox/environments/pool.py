@@ -82,6 +82,8 @@ class FunctionPool:
         self._idle: list[Environment] = []
         self.busy = 0
         self.closed = False
+        # Moving average of invocation round trips, for the sync model's spin policy.
+        self.rtt_s = 0.0
         # Set when the zygote reports it cannot fork soundly (INIT started threads).
         self.fork_unsafe_reason: str | None = None
 
@@ -126,8 +128,9 @@ class FunctionPool:
     def idle_count(self) -> int:
         return len(self._idle)
 
-    def retire_idle(self, idle_for_s: float) -> int:
-        """SHUTDOWN of environments idle for at least ``idle_for_s`` seconds."""
+    def retire_idle(self, idle_for_s: float) -> list[Environment]:
+        """SHUTDOWN of environments idle for at least ``idle_for_s`` seconds;
+        returns them (their processes may still be exiting)."""
         cutoff = time.monotonic() - idle_for_s
         with self._lock:
             keep = [env for env in self._idle if env.last_used > cutoff]
@@ -135,7 +138,7 @@ class FunctionPool:
             self._idle = keep
         for env in retired:
             self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
-        return len(retired)
+        return retired
 
     def close(self) -> None:
         """No new invocations; idle environments and the zygote go now, busy

@@ -3,9 +3,7 @@ the launcher zygote with its channel on fd 3 and its log on fds 1 and 2."""
 
 from __future__ import annotations
 
-import socket
-
-from ..protocol import Channel
+from ..protocol import Channel, FdStream
 from .handler import initialize
 from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
 
@@ -15,7 +13,7 @@ CHANNEL_FD = 3
 def main() -> None:
     line_buffered_stdio()
     handler, init_error, init_ms = initialize()
-    channel = Channel(socket.socket(fileno=CHANNEL_FD))
+    channel = Channel(FdStream(CHANNEL_FD))
     serve_invocations(channel, handler, init_error, init_ms)
     exit_environment(0)
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+
+# typing is not imported at run time: every cold start would pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CognitoIdentity:
@@ -23,6 +27,22 @@ class ClientContext:
         self.client = context.get("client")
         self.custom = context.get("custom")
         self.env = context.get("env")
+
+
+_function_facts: tuple[str | None, ...] | None = None
+
+
+def _facts() -> tuple[str | None, ...]:
+    """What the environment says about the function, read once per process
+    (after a snapshot child has applied its own variables)."""
+    global _function_facts
+    if _function_facts is None:
+        env = os.environ
+        _function_facts = tuple(env.get(key) for key in (
+            "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
+            "AWS_LAMBDA_LOG_STREAM_NAME"))
+    return _function_facts
 
 
 class LambdaContext:
@@ -45,16 +65,12 @@ class LambdaContext:
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
     ) -> None:
-        env = os.environ
         self.aws_request_id = request_id
         self.invoked_function_arn = invoked_function_arn
         self.client_context = ClientContext(client_context) if client_context else None
         self.identity = CognitoIdentity(identity)
-        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
-        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
-        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
-        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        (self.function_name, self.function_version, self.memory_limit_in_mb,
+         self.log_group_name, self.log_stream_name) = _facts()
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self) -> int:

@@ -11,10 +11,6 @@ import importlib
 import os
 import sys
 import time
-import traceback
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any
 
 from ..constants import (
     ERROR_BUILTIN_CONFLICT,
@@ -24,7 +20,14 @@ from ..constants import (
     ERROR_SYNTAX,
 )
 
-Handler = Callable[[Any, Any], Any]
+# typing is not imported at run time: every cold start would pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+    from typing import Any
+
+    Handler = Callable[[Any, Any], Any]
 
 
 class HandlerFault(Exception):
@@ -48,6 +51,8 @@ def _is_runtime_frame(filename: str) -> bool:
 
 def user_stack(tb: TracebackType | None) -> list[str]:
     """The traceback as Lambda's stackTrace: formatted frames of user code only."""
+    import traceback  # only failures pay for it
+
     frames = [f for f in traceback.extract_tb(tb) if not _is_runtime_frame(f.filename)]
     return traceback.format_list(frames)
 

@@ -11,13 +11,19 @@ import os
 import resource
 import sys
 import time
-from typing import Any
 
 from ..constants import ERROR_MARSHAL, ERROR_RESPONSE_TOO_LARGE, SYNC_PAYLOAD_MAX
 from ..errors import ProtocolError
 from ..protocol import INVOKE, PROTOCOL_VERSION, READY, RESULT, Channel
 from .context import LambdaContext
-from .handler import Handler, error_document, log_error
+from .handler import error_document, log_error
+
+# typing is not imported at run time: every cold start would pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from .handler import Handler
 
 
 def _json_default(value: Any) -> Any:
@@ -107,7 +113,7 @@ def line_buffered_stdio() -> None:
             reconfigure(line_buffering=True)
 
 
-def exit_environment(code: int = 0) -> None:
+def exit_environment(code: int = 0) -> NoReturn:
     """Leaves without interpreter finalization: nothing of it is wanted here."""
     _flush_logs()
     os._exit(code)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import sys
-from typing import Any
 
 from .. import _native
 from ..errors import ProtocolError
@@ -30,13 +28,21 @@ from ..protocol import (
     SPAWN_FAILED,
     SPAWNED,
     Channel,
+    FdStream,
     decode_packet,
     encode,
 )
-from .handler import Handler, initialize
+from .handler import initialize
 from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
 
-SpawnRequest = tuple[int, int, Any, Any, dict[str, Any]]
+# typing is not imported at run time: every cold start would pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .handler import Handler
+
+    SpawnRequest = tuple[int, int, Any, Any, dict[str, Any]]
 
 
 def thread_count() -> int:
@@ -104,7 +110,7 @@ def _become_environment(frame: dict[str, Any], handler: Handler, init_ms: float)
     """Runs in a snapshot child: it is now an execution environment."""
     os.environ.update(frame.get("environ") or {})
     line_buffered_stdio()
-    channel = Channel(socket.socket(fileno=_native.CHANNEL_FD))
+    channel = Channel(FdStream(_native.CHANNEL_FD))
     serve_invocations(channel, handler, None, init_ms)
     exit_environment(0)
 

@@ -1,0 +1,30 @@
+"""Type stub of the private native core built from native/_native.pyx."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+DEBUG: bool
+CHANNEL_FD: int
+
+class SpawnError(OSError):
+    """A child set-up step failed between fork and its first instruction."""
+
+    stage: str
+
+class _Dispatch(Protocol):
+    def packet(
+        self, data: bytes, fds: list[int], truncated: bool
+    ) -> list[tuple[int, int, Any, Any, dict[str, Any]]] | None: ...
+    def spawned(self, tag: dict[str, Any], pid: int, error: OSError | None) -> None: ...
+    def exited(
+        self, pid: int, status: int, maxrss_kb: int, utime: float, stime: float
+    ) -> None: ...
+
+def spawn(
+    chan_fd: int,
+    log_fd: int,
+    exec_argv: Sequence[str] | None = None,
+    exec_env: Mapping[str, str] | None = None,
+) -> int: ...
+def serve(ctrl_fd: int, dispatch: _Dispatch) -> dict[str, Any] | None: ...
+def fork_exit_wait(rounds: int) -> list[float]: ...

@@ -7,7 +7,7 @@
 cdef extern from *:
     """
     static const char *const sandbox_stage_names[] = {
-        "signals", "setsid", "pdeathsig", "fds", "exec",
+        "signals", "setsid", "pdeathsig", "fds", "exec", "cgroup", "rlimit",
     };
     """
     const char *const sandbox_stage_names[]
@@ -18,6 +18,8 @@ cdef enum Stage:
     STAGE_PDEATHSIG = 2
     STAGE_FDS = 3
     STAGE_EXEC = 4
+    STAGE_CGROUP = 5
+    STAGE_RLIMIT = 6
 
 # The fd layout every execution environment starts with.
 cdef enum:
@@ -75,11 +77,22 @@ cdef void _close_from(int first_fd, int max_fd) noexcept nogil:
         fd += 1
 
 
+cdef struct ChildLimits:
+    # cgroup.procs files (one per hierarchy) the child writes itself into
+    int *cgroup_fds
+    int n_cgroup_fds
+    # rlimits, applied in order
+    int *rlimit_resources
+    rlimit *rlimit_values
+    int n_rlimits
+
+
 cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
-                       int max_fd) noexcept nogil:
-    """Session, parent-death signal, signal state and fd layout of a new child."""
+                       int max_fd, const ChildLimits *limits) noexcept nogil:
+    """Session, parent-death signal, cgroup, rlimits, signal state and fd
+    layout of a new child, in that order."""
     cdef sigset_t empty
-    cdef int c, l, e
+    cdef int c, l, e, i
     # The zygote blocks SIGCHLD and reads it from a signalfd; the child must
     # start with a clean mask and default dispositions for what it changed.
     sigemptyset(&empty)
@@ -97,6 +110,15 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
         _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
     if getppid() != zygote_pid:
         _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
+
+    # Into the environment's cgroup before anything of the function runs.
+    # "0" means the writing process, on cgroup v1 and v2 alike.
+    for i in range(limits.n_cgroup_fds):
+        if write(limits.cgroup_fds[i], b"0", 1) != 1:
+            _report_and_exit(err_fd, errno, STAGE_CGROUP)
+    for i in range(limits.n_rlimits):
+        if setrlimit(limits.rlimit_resources[i], &limits.rlimit_values[i]) != 0:
+            _report_and_exit(err_fd, errno, STAGE_RLIMIT)
 
     c = fcntl(chan_fd, F_DUPFD, <int>SCRATCH_FD)
     l = fcntl(log_fd, F_DUPFD, <int>SCRATCH_FD)

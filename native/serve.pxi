@@ -7,7 +7,7 @@ from libc.string cimport memcpy
 
 cdef enum:
     MAX_PACKET = 65536
-    MAX_FDS_PER_PACKET = 4
+    MAX_FDS_PER_PACKET = 8
 
 
 cdef list _recv_packet(int fd, bytearray buf, bint *truncated):
@@ -86,8 +86,8 @@ def serve(int ctrl_fd, object dispatch):
 
     ``dispatch`` decodes and answers frames:
       - ``dispatch.packet(data, fds, truncated)`` returns a list of spawn
-        requests ``(chan_fd, log_fd, exec_argv, exec_env, tag)``, or None to
-        stop the loop;
+        requests ``(chan_fd, log_fd, exec_argv, exec_env, cgroup_fds,
+        rlimits, tag)``, or None to stop the loop;
       - ``dispatch.spawned(tag, pid, error)`` is told each outcome (``error``
         is the exception or None) and owns closing the request's fds;
       - ``dispatch.exited(pid, wait_status, maxrss_kb, utime_s, stime_s)``.
@@ -139,9 +139,9 @@ def serve(int ctrl_fd, object dispatch):
             requests = dispatch.packet(packet[0], packet[1], truncated)
             if requests is None:
                 return None
-            for chan_fd, log_fd, exec_argv, exec_env, tag in requests:
+            for chan_fd, log_fd, exec_argv, exec_env, cgroup_fds, rlimits, tag in requests:
                 try:
-                    pid = spawn(chan_fd, log_fd, exec_argv, exec_env)
+                    pid = spawn(chan_fd, log_fd, exec_argv, exec_env, cgroup_fds, rlimits)
                 except OSError as exc:
                     dispatch.spawned(tag, 0, exc)
                     continue

@@ -3,7 +3,7 @@
 # (a snapshot of this interpreter) or execs a fresh one (a cold start).
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from posix.resource cimport getrlimit, rlimit, RLIMIT_NOFILE
+from posix.resource cimport getrlimit, rlimit, rlim_t, RLIMIT_NOFILE, RLIM_INFINITY
 import os as _os
 
 
@@ -35,6 +35,19 @@ cdef char **_to_cstring_array(list items, list keepalive) except NULL:
     return arr
 
 
+cdef void _free_limits(ChildLimits *limits) noexcept:
+    PyMem_Free(limits.cgroup_fds)
+    PyMem_Free(limits.rlimit_resources)
+    PyMem_Free(limits.rlimit_values)
+
+
+cdef rlim_t _rlim(object value) except? 0:
+    """An rlimit value; None or -1 means unlimited."""
+    if value is None or value == -1:
+        return RLIM_INFINITY
+    return <rlim_t>value
+
+
 cdef int _max_fd() noexcept:
     cdef rlimit rl
     if getrlimit(RLIMIT_NOFILE, &rl) == 0 and rl.rlim_cur < 1048576:
@@ -62,12 +75,15 @@ cdef object _read_verdict(int fd):
     return bytes(out)
 
 
-def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None):
+def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
+          rlimits=()):
     """Forks an execution environment.
 
     In the child, fd 3 becomes ``chan_fd``, fds 1 and 2 become ``log_fd``,
-    every other fd above 2 is closed, the child leads a new session and dies
-    with this process. Without ``exec_argv`` the child returns 0 and goes on
+    every other fd above 2 is closed, the child leads a new session, dies
+    with this process, writes itself into each of ``cgroup_fds`` (open
+    ``cgroup.procs`` files) and applies ``rlimits`` (``(resource, soft,
+    hard)`` triples). Without ``exec_argv`` the child returns 0 and goes on
     running this interpreter (a snapshot start); with it, the child execs
     ``exec_argv`` with environment ``exec_env`` (a cold start).
 
@@ -85,6 +101,26 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None):
     cdef char **argv = NULL
     cdef char **envp = NULL
     cdef list keepalive = []
+    cdef ChildLimits limits
+    cdef Py_ssize_t i
+    cdef list rl = [tuple(r) for r in rlimits]
+    cdef list cg = [int(fd) for fd in cgroup_fds]
+
+    limits.n_cgroup_fds = len(cg)
+    limits.n_rlimits = len(rl)
+    limits.cgroup_fds = <int *>PyMem_Malloc((len(cg) + 1) * sizeof(int))
+    limits.rlimit_resources = <int *>PyMem_Malloc((len(rl) + 1) * sizeof(int))
+    limits.rlimit_values = <rlimit *>PyMem_Malloc((len(rl) + 1) * sizeof(rlimit))
+    if (limits.cgroup_fds == NULL or limits.rlimit_resources == NULL
+            or limits.rlimit_values == NULL):
+        _free_limits(&limits)
+        raise MemoryError()
+    for i in range(len(cg)):
+        limits.cgroup_fds[i] = cg[i]
+    for i in range(len(rl)):
+        limits.rlimit_resources[i] = rl[i][0]
+        limits.rlimit_values[i].rlim_cur = _rlim(rl[i][1])
+        limits.rlimit_values[i].rlim_max = _rlim(rl[i][2])
 
     if do_exec:
         argv = _to_cstring_array(list(exec_argv), keepalive)
@@ -103,7 +139,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None):
             PyOS_BeforeFork()
         pid = fork()
         if pid == 0:
-            _child_setup(chan_fd, log_fd, pipefd[1], zygote_pid, max_fd)
+            _child_setup(chan_fd, log_fd, pipefd[1], zygote_pid, max_fd, &limits)
             if do_exec:
                 execve(argv[0], argv, envp)
                 _report_and_exit(CHILD_ERROR_FD, errno, STAGE_EXEC)
@@ -117,6 +153,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None):
     finally:
         PyMem_Free(argv)
         PyMem_Free(envp)
+        _free_limits(&limits)
     if pid < 0:
         close(pipefd[0])
         raise OSError(saved_errno, "fork")

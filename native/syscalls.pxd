@@ -3,7 +3,7 @@
 # async-signal-safe; those calls are grouped under "child-safe" below.
 
 from posix.types cimport pid_t
-from posix.resource cimport rusage
+from posix.resource cimport rusage, rlimit
 
 
 cdef extern from "<errno.h>" nogil:
@@ -81,6 +81,10 @@ cdef extern from "<sys/prctl.h>" nogil:
               unsigned long arg4, unsigned long arg5)
     enum:
         PR_SET_PDEATHSIG
+
+
+cdef extern from "<sys/resource.h>" nogil:
+    int setrlimit(int resource, const rlimit *rlim)
 
 
 cdef extern from "<sys/wait.h>" nogil:

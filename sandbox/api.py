@@ -36,6 +36,7 @@ from .errors import (
 from .functions import FunctionConfig, validate
 from .invoke import sync
 from .invoke.sync import InvokeResult
+from .limits import HostLimits
 from .logs import FunctionLog
 from .store import SQLiteStore
 
@@ -71,6 +72,9 @@ class Runtime:
         concurrency_limit: concurrent executions across all functions; a
             synchronous invoke beyond it raises TooManyRequestsException.
         python: the interpreter that runs zygotes and cold environments.
+        cgroups: None detects and uses cgroups where the host allows (else
+            warns and falls back to rlimits); True requires them; False
+            uses rlimits only.
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class Runtime:
         idle_timeout_s: float = 300.0,
         concurrency_limit: int = 1000,
         python: str = sys.executable,
+        cgroups: bool | None = None,
     ) -> None:
         if idle_timeout_s <= 0:
             raise InvalidParameterValueException(
@@ -109,6 +114,7 @@ class Runtime:
         self._launcher_lock = threading.Lock()
         self._closed = False
         self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"))
+        self._host = HostLimits(cgroups)
         self._supervisor = Supervisor()
         for record in self._store.list_functions():
             config = FunctionConfig.from_record(record)
@@ -136,6 +142,7 @@ class Runtime:
             if self._launcher is not None:
                 self._launcher.close()
         self._supervisor.stop()
+        self._host.close()
         for function in functions:
             function.log.close()
         self._store.close()
@@ -301,6 +308,11 @@ class Runtime:
                 env.wait_exit(max(deadline - time.monotonic(), 0.0))
         return len(retired)
 
+    def capabilities(self) -> dict[str, Any]:
+        """What this host enforces for every environment, and why not where
+        it does not (the report of ``sandbox doctor``)."""
+        return self._host.describe()
+
     def stats(self, name: str) -> dict[str, int]:
         """Environments of a function: idle and busy counts."""
         function = self._get(name)
@@ -322,7 +334,7 @@ class Runtime:
         self._generation += 1
         flog = function_log or FunctionLog(self.log_path(config.name))
         pool = FunctionPool(config, self._generation, self._supervisor, self._get_launcher,
-                            self._function_environ(config), flog.write)
+                            self._function_environ(config), flog.write, self._host)
         return _Function(config, pool, flog, self.function_arn(config.name))
 
     def _host_environ(self) -> dict[str, str]:

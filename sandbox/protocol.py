@@ -49,7 +49,8 @@ EXITED = "exited"  # zygote -> dispatcher: pid, env, status, maxrss_kb, utime, s
 # Environment channel:
 READY = "ready"  # environment -> dispatcher: v, pid, init_ms, init_error
 INVOKE = "invoke"  # dispatcher -> environment: id, event, deadline, context fields
-RESULT = "result"  # environment -> dispatcher: id, payload, error_type, duration_ms, maxrss_kb
+RESULT = "result"  # environment -> dispatcher: id, payload, error_type, duration_ms,
+#                    maxrss_kb, cpu_ms (this invocation), cpu_s (the process so far)
 
 HEADER = struct.Struct(">I")
 # Room for the non-payload fields of a frame around a maximal payload.

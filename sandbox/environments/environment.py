@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+from ..limits.cgroups import EnvCgroup
 from ..protocol import Channel
 
 # Output beyond this per invocation is dropped from the front (the tail is kept).
@@ -54,11 +55,11 @@ class Environment:
     __slots__ = (
         "env_id", "pid", "channel", "log_fd", "zygote", "start_kind", "init_ms",
         "restore_ms", "generation", "last_used", "invocations", "exit_record", "_exited",
-        "_closed",
+        "_closed", "cgroup", "_cleanup_lock", "cpu_s",
     )
 
     def __init__(self, env_id: str, channel: Channel, log_fd: int, zygote: Any,
-                 start_kind: str, generation: int) -> None:
+                 start_kind: str, generation: int, cgroup: EnvCgroup | None = None) -> None:
         self.env_id = env_id
         self.pid = 0
         self.channel = channel
@@ -73,11 +74,15 @@ class Environment:
         self.exit_record: ExitRecord | None = None
         self._exited = threading.Event()
         self._closed = False
+        self.cgroup = cgroup
+        self._cleanup_lock = threading.Lock()
+        self.cpu_s = 0.0  # CPU time the process has used, as of its last RESULT
 
     # -- called by the supervisor thread --------------------------------
     def mark_exited(self, record: ExitRecord) -> None:
         self.exit_record = record
         self._exited.set()
+        self._cleanup()
 
     # -- called by invoking threads ---------------------------------------
     def wait_exit(self, timeout: float) -> ExitRecord | None:
@@ -126,3 +131,22 @@ class Environment:
         self._closed = True
         self.channel.close()
         os.close(self.log_fd)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        """Removes the cgroup once the process has exited and the dispatcher is
+        done reading its counters: whichever of the two comes last does it."""
+        with self._cleanup_lock:
+            cgroup = self.cgroup
+            if cgroup is None or not (self._closed and self._exited.is_set()):
+                return
+            self.cgroup = None
+        cgroup.remove()
+
+    def kill_all(self) -> None:
+        """Kills the whole environment: its cgroup (descendants that left the
+        session too) and its process group."""
+        cgroup = self.cgroup
+        if cgroup is not None:
+            cgroup.kill()
+        self.kill_group()

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..constants import (
     ERROR_EXIT,
+    ERROR_OUT_OF_MEMORY,
     ERROR_TIMEOUT,
     INIT_TIMEOUT_S,
     LATEST_VERSION,
@@ -24,6 +25,8 @@ from ..constants import (
 )
 from ..errors import ProtocolError, ServiceException
 from ..functions import FunctionConfig
+from ..limits import EnvironmentLimits, HostLimits, rlimits_for
+from ..limits.cgroups import CgroupError, EnvCgroup, Limits
 from ..protocol import READY, check_version
 from .environment import Environment, ExitRecord
 from .supervisor import Supervisor
@@ -52,10 +55,14 @@ class InitFailed(Exception):
         self.start_kind = start_kind
 
 
-def exit_document(record: ExitRecord | None, request_id: str) -> dict[str, Any]:
+def exit_document(record: ExitRecord | None, request_id: str,
+                  out_of_memory: bool = False) -> dict[str, Any]:
+    """Lambda's error for an environment that died; the OOM killer's victims
+    get Runtime.OutOfMemory (known from the cgroup's counters, never guessed)."""
     reason = record.describe() if record is not None else "unknown"
     return {"errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: {reason}",
-            "errorType": ERROR_EXIT, "stackTrace": []}
+            "errorType": ERROR_OUT_OF_MEMORY if out_of_memory else ERROR_EXIT,
+            "stackTrace": []}
 
 
 class FunctionPool:
@@ -69,8 +76,11 @@ class FunctionPool:
         launcher: Callable[[], Zygote],
         base_environ: Mapping[str, str],
         write_log: Callable[[bytes], None],
+        host: HostLimits,
     ) -> None:
         self.config = config
+        self.limits = EnvironmentLimits.for_memory(config.memory_mb)
+        self._host = host
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher
@@ -111,12 +121,13 @@ class FunctionPool:
                 self.busy -= 1
             raise
 
-    def release(self, env: Environment, reusable: bool) -> None:
-        """Returns an environment after an invocation; a broken one is discarded."""
+    def release(self, env: Environment, reusable: bool, retire: bool = False) -> None:
+        """Returns an environment after an invocation; a broken one is killed,
+        one to ``retire`` (healthy, but not to be reused) is shut down."""
         env.last_used = time.monotonic()
         with self._lock:
             self.busy -= 1
-            if reusable and not self.closed and not env.exited:
+            if reusable and not retire and not self.closed and not env.exited:
                 self._idle.append(env)
                 return
         if reusable:
@@ -197,10 +208,25 @@ class FunctionPool:
             self._zygote = zygote
             return zygote
 
+    def _isolation(self, env_id: str) -> tuple[EnvCgroup | None, list[tuple[int, int, int]]]:
+        """The new environment's cgroup (when the host has them) and rlimits."""
+        backend = self._host.cgroup
+        cgroup = None
+        if backend is not None:
+            limits = self.limits
+            try:
+                cgroup = backend.create(f"env-{env_id}", Limits(
+                    limits.memory_mb * 2**20, limits.pids_max, limits.cpu_vcpus))
+            except CgroupError as exc:
+                raise ServiceException(f"cannot create the environment's cgroup: {exc}") from exc
+        return cgroup, rlimits_for(self.limits, cgroup is not None)
+
     def _start_snapshot(self, zygote: Zygote, request_id: str) -> Environment:
         started = time.monotonic()
         env_id = uuid.uuid4().hex
-        env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id))
+        cgroup, rlimits = self._isolation(env_id)
+        env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id),
+                           cgroup=cgroup, rlimits=rlimits)
         self._await_ready(env, started + SNAPSHOT_READY_TIMEOUT_S, request_id)
         env.restore_ms = (time.monotonic() - started) * 1000.0
         env.init_ms = zygote.hello.get("init_ms")
@@ -211,7 +237,9 @@ class FunctionPool:
         env_id = uuid.uuid4().hex
         environ = self.environ("on-demand")
         environ.update(self._stream_environ(env_id))
-        env = launcher.spawn(env_id, self.generation, "cold", environ, launcher.cold_argv())
+        cgroup, rlimits = self._isolation(env_id)
+        env = launcher.spawn(env_id, self.generation, "cold", environ, launcher.cold_argv(),
+                             cgroup=cgroup, rlimits=rlimits)
         self._await_ready(env, time.monotonic() + INIT_TIMEOUT_S + BOOT_ALLOWANCE_S, request_id)
         return env
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ProtocolError, ServiceException
+from ..limits.cgroups import EnvCgroup
 from ..protocol import (
     HELLO,
     MAX_CONTROL_FRAME,
@@ -22,7 +23,7 @@ from ..protocol import (
     decode_packet,
     encode,
 )
-from .environment import Environment
+from .environment import Environment, ExitRecord
 
 ZYGOTE_ENTRY = "from sandbox.worker.zygote import main; main()"
 COLD_ENTRY = "from sandbox.worker.cold import main; main()"
@@ -127,12 +128,14 @@ class Zygote:
         return data
 
     def spawn(self, env_id: str, generation: int, start_kind: str,
-              environ: Mapping[str, str] | None, exec_argv: list[str] | None = None
-              ) -> Environment:
+              environ: Mapping[str, str] | None, exec_argv: list[str] | None = None,
+              cgroup: EnvCgroup | None = None,
+              rlimits: list[tuple[int, int, int]] | None = None) -> Environment:
         """Asks the zygote to fork an environment; does not wait for READY.
 
         ``environ`` is the whole environment of an exec'd (cold) child, or the
-        variables a snapshot child adds to the zygote's own.
+        variables a snapshot child adds to the zygote's own. The child joins
+        ``cgroup`` and applies ``rlimits`` before any function code runs.
 
         Raises:
             ServiceException: the zygote is gone.
@@ -140,20 +143,33 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_fd = new_memfd(f"env-{env_id}")
         frame = {"t": SPAWN, "env": env_id, "exec": exec_argv,
-                 "environ": dict(environ) if environ else None}
+                 "environ": dict(environ) if environ else None,
+                 "rlimits": [list(r) for r in rlimits or ()]}
         env = Environment(env_id, Channel(ours, MAX_SYNC_FRAME), log_fd, self, start_kind,
-                          generation)
-        self.envs[env_id] = env
+                          generation, cgroup)
         try:
+            procs_fds = cgroup.open_procs() if cgroup is not None else []
+        except OSError as exc:
+            theirs.close()
+            env.close()
+            env.mark_exited(ExitRecord(None, spawn_error=f"cannot open its cgroup: {exc}"))
+            raise ServiceException(f"cannot place environment {env_id} in its cgroup: "
+                                   f"{exc}") from exc
+        try:
+            self.envs[env_id] = env
             with self._send_lock:
-                socket.send_fds(self.ctrl, [encode(frame)], [theirs.fileno(), log_fd])
+                socket.send_fds(self.ctrl, [encode(frame)],
+                                [theirs.fileno(), log_fd, *procs_fds])
         except OSError as exc:
             self.envs.pop(env_id, None)
             env.close()
+            env.mark_exited(ExitRecord(None, spawn_error=f"spawn request failed: {exc}"))
             self.alive = False
             raise ServiceException(f"zygote {self.pid} is gone: {exc}") from exc
         finally:
             theirs.close()
+            for fd in procs_fds:
+                os.close(fd)
         return env
 
     def cold_argv(self) -> list[str]:

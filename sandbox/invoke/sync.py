@@ -18,6 +18,7 @@ from ..constants import ERROR_TIMEOUT, FUNCTION_ERROR_UNHANDLED, LATEST_VERSION
 from ..environments import Environment, FunctionPool, InitFailed
 from ..environments.pool import exit_document
 from ..errors import ProtocolError
+from ..limits.host import CPU_BACKSTOP_S
 from ..logs import FunctionLog, billed_ms, invocation_block, tail, timestamp
 from ..protocol import INVOKE, RESULT
 
@@ -32,6 +33,9 @@ EXIT_REPORT_WAIT_S = 1.0
 SPIN_MAX_S = 100e-6
 _spin_slots = threading.BoundedSemaphore(max((os.cpu_count() or 1) - 1, 1))
 SPIN_ENABLED = (os.cpu_count() or 1) > 1
+# An environment that has used half its RLIMIT_CPU backstop is retired after
+# its invocation, so a busy warm environment never meets the backstop.
+CPU_RETIRE_S = CPU_BACKSTOP_S / 2
 # Weight of the newest round trip in a function's moving average.
 RTT_WEIGHT = 0.2
 
@@ -104,8 +108,10 @@ def _init_failure(log: FunctionLog, pool: FunctionPool, request_id: str,
     report = {"request_id": request_id, "duration_ms": failure.init_ms or 0.0,
               "max_memory_used_mb": 0, "init_duration_ms": failure.init_ms,
               "restore_duration_ms": None, "start": failure.start_kind,
-              "status": "init_error"}
-    return _finish(log, pool, request_id, json.dumps(failure.document).encode(), True,
+              "status": "init_error", "wall_time_ms": None, "cpu_time_ms": None,
+              "oom_killed": False, "killed_by_sandbox": False, "exit_code": None,
+              "signal": None}
+    return _finish(log, pool, request_id, json.dumps(document).encode(), True,
                    failure.output, report)
 
 
@@ -143,17 +149,25 @@ def invoke(pool: FunctionPool, log: FunctionLog, request_id: str, event: bytes, 
         status = "timeout"
     except (OSError, ProtocolError):
         status = "crashed"
+    wall_ms = (time.monotonic() - started) * 1000.0
     report: dict[str, Any] = {
         "request_id": request_id, "start": env.start_kind,
         "init_duration_ms": env.init_ms if first else None,
         "restore_duration_ms": env.restore_ms if first else None,
+        "wall_time_ms": wall_ms, "oom_killed": False, "killed_by_sandbox": False,
+        "exit_code": None, "signal": None,
     }
     if reply is not None and status == "ok":
         output = env.take_output()
-        pool.release(env, reusable=True)
+        env.cpu_s = reply["cpu_s"]
+        cgroup = env.cgroup
+        peak = cgroup.peak_bytes() if cgroup is not None else None
+        pool.release(env, reusable=True, retire=env.cpu_s > CPU_RETIRE_S)
         error = reply["error_type"] is not None
-        report.update(duration_ms=reply["duration_ms"], max_memory_used_mb=_mb(reply["maxrss_kb"]),
-                      status="error" if error else "ok")
+        report.update(
+            duration_ms=reply["duration_ms"], cpu_time_ms=reply["cpu_ms"],
+            max_memory_used_mb=_mb(peak // 1024 if peak is not None else reply["maxrss_kb"]),
+            status="error" if error else "ok")
         return _finish(log, pool, request_id, reply["payload"], error, output, report)
     return _environment_failure(log, pool, env, request_id, status, started, report)
 
@@ -161,22 +175,43 @@ def invoke(pool: FunctionPool, log: FunctionLog, request_id: str, event: bytes, 
 def _environment_failure(log: FunctionLog, pool: FunctionPool, env: Environment,
                          request_id: str, status: str, started: float,
                          report: dict[str, Any]) -> InvokeResult:
-    """The deadline passed, or the environment died: it is killed and discarded."""
-    env.kill_group()
+    """The deadline passed, or the environment died: it is killed (descendants
+    in its cgroup too) and discarded."""
+    env.kill_all()
     record = env.wait_exit(EXIT_REPORT_WAIT_S)
+    cgroup = env.cgroup
+    out_of_memory = cgroup is not None and cgroup.oom_kills() > 0
+    peak = cgroup.peak_bytes() if cgroup is not None else None
     output = env.take_output()
     pool.release(env, reusable=False)
     timeout_s = pool.config.timeout_s
+    if record is not None and record.status is not None and status != "timeout":
+        if os.WIFSIGNALED(record.status):
+            report["signal"] = os.WTERMSIG(record.status)
+            status = "signal"
+        elif os.WIFEXITED(record.status):
+            report["exit_code"] = os.WEXITSTATUS(record.status)
+            status = "exit"
+    if out_of_memory:
+        status = "oom"
+        report["oom_killed"] = True
     if status == "timeout":
+        report["killed_by_sandbox"] = True
         message = f"Task timed out after {timeout_s:.2f} seconds"
         output += f"{timestamp()} {request_id} {message}\n".encode()
         document = {"errorMessage": f"RequestId: {request_id} Error: {message}",
                     "errorType": ERROR_TIMEOUT, "stackTrace": []}
         duration_ms = timeout_s * 1000.0
     else:
-        document = exit_document(record, request_id)
+        document = exit_document(record, request_id, out_of_memory)
         output += f"{document['errorMessage']}\n{document['errorType']}\n".encode()
         duration_ms = (time.monotonic() - started) * 1000.0
-    report.update(duration_ms=duration_ms, status=status,
-                  max_memory_used_mb=_mb(record.maxrss_kb) if record else 0)
+    if out_of_memory:
+        used_mb = pool.config.memory_mb  # the OOM killer acts at the limit
+    elif peak is not None:
+        used_mb = _mb(peak // 1024)
+    else:
+        used_mb = _mb(record.maxrss_kb) if record else 0
+    report.update(duration_ms=duration_ms, status=status, max_memory_used_mb=used_mb,
+                  cpu_time_ms=(record.utime_s + record.stime_s) * 1000.0 if record else None)
     return _finish(log, pool, request_id, json.dumps(document).encode(), True, output, report)

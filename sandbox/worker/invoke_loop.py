@@ -54,6 +54,7 @@ def run_one(handler: Handler, frame: dict[str, Any]) -> dict[str, Any]:
     context = LambdaContext(request_id, frame["arn"], frame["deadline_ms"],
                             frame.get("client_context"), frame.get("identity"))
     error_type: str | None = None
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     try:
         result = handler(json.loads(frame["event"]), context)
@@ -77,10 +78,12 @@ def run_one(handler: Handler, frame: dict[str, Any]) -> dict[str, Any]:
                             f"({SYNC_PAYLOAD_MAX} bytes).",
             "errorType": ERROR_RESPONSE_TOO_LARGE, "requestId": request_id, "stackTrace": []})
     _flush_logs()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = after.ru_utime + after.ru_stime
     return {
         "t": RESULT, "id": request_id, "payload": payload, "error_type": error_type,
-        "duration_ms": duration_ms,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "duration_ms": duration_ms, "maxrss_kb": after.ru_maxrss,
+        "cpu_ms": (cpu_s - before.ru_utime - before.ru_stime) * 1000.0, "cpu_s": cpu_s,
     }
 
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from .handler import Handler
 
-    SpawnRequest = tuple[int, int, Any, Any, dict[str, Any]]
+    SpawnRequest = tuple[int, int, Any, Any, list[int], list[Any], dict[str, Any]]
 
 
 def thread_count() -> int:
@@ -78,8 +78,9 @@ class _Dispatch:
             frame = decode_packet(data)
             if frame["t"] != SPAWN:
                 raise ProtocolError(f"zygote expected a {SPAWN!r} frame, got {frame['t']!r}")
-            if len(fds) != 2:
-                raise ProtocolError(f"{SPAWN!r} carries 2 fds (channel, log), got {len(fds)}")
+            if len(fds) < 2:
+                raise ProtocolError(f"{SPAWN!r} carries at least 2 fds (channel, log, cgroup "
+                                    f"files), got {len(fds)}")
         except ProtocolError as exc:
             for fd in fds:
                 os.close(fd)
@@ -89,7 +90,8 @@ class _Dispatch:
         # Whatever INIT printed must not be printed again by every child.
         sys.stdout.flush()
         sys.stderr.flush()
-        return [(fds[0], fds[1], frame.get("exec"), frame.get("environ"), frame)]
+        return [(fds[0], fds[1], frame.get("exec"), frame.get("environ"), fds[2:],
+                 frame.get("rlimits") or [], frame)]
 
     def spawned(self, frame: dict[str, Any], pid: int, error: OSError | None) -> None:
         for fd in frame["_fds"]:

@@ -21,6 +21,8 @@ if debug:
 extension = Extension(
     "sandbox._native",
     sources=["native/_native.pyx"],
+    include_dirs=["native"],
+    libraries=["seccomp"],
     define_macros=macros,
     extra_compile_args=["-O0", "-g"] if debug else ["-O2"],
 )

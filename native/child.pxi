@@ -8,9 +8,39 @@ cdef extern from *:
     """
     static const char *const sandbox_stage_names[] = {
         "signals", "setsid", "pdeathsig", "fds", "exec", "cgroup", "rlimit",
+        "unshare", "mounts", "loopback", "hostname", "capabilities", "ids",
+        "no_new_privs", "seccomp",
     };
     """
     const char *const sandbox_stage_names[]
+
+cdef extern from "isolation.h" nogil:
+    struct sock_fprog:
+        unsigned short len
+        void *filter
+    ctypedef struct sandbox_isolation:
+        int unshare_flags
+        int private_mounts
+        const char *tmp_options
+        char **keep_paths
+        int n_keep_paths
+        const char *hostname
+        int loopback_up
+        int drop_capabilities
+        int switch_ids
+        unsigned int uid
+        unsigned int gid
+        int no_new_privs
+        sock_fprog *seccomp
+    int unshare(int flags)
+    int sethostname(const char *name, size_t len)
+    size_t strlen(const char *s)
+    int sandbox_setup_mounts(const sandbox_isolation *iso)
+    int sandbox_loopback_up()
+    int sandbox_drop_capabilities()
+    int sandbox_isolate_ids(const sandbox_isolation *iso)
+    int sandbox_load_seccomp(const sandbox_isolation *iso)
+    int PR_SET_NO_NEW_PRIVS
 
 cdef enum Stage:
     STAGE_SIGNALS = 0
@@ -20,6 +50,14 @@ cdef enum Stage:
     STAGE_EXEC = 4
     STAGE_CGROUP = 5
     STAGE_RLIMIT = 6
+    STAGE_UNSHARE = 7
+    STAGE_MOUNTS = 8
+    STAGE_LOOPBACK = 9
+    STAGE_HOSTNAME = 10
+    STAGE_CAPABILITIES = 11
+    STAGE_IDS = 12
+    STAGE_NO_NEW_PRIVS = 13
+    STAGE_SECCOMP = 14
 
 # The fd layout every execution environment starts with.
 cdef enum:
@@ -87,10 +125,30 @@ cdef struct ChildLimits:
     int n_rlimits
 
 
+cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogil:
+    """Namespaces, mounts, capabilities, ids and no_new_privs, in that order."""
+    if iso.unshare_flags and unshare(iso.unshare_flags) != 0:
+        _report_and_exit(err_fd, errno, STAGE_UNSHARE)
+    if iso.private_mounts and sandbox_setup_mounts(iso) != 0:
+        _report_and_exit(err_fd, errno, STAGE_MOUNTS)
+    if iso.loopback_up and sandbox_loopback_up() != 0:
+        _report_and_exit(err_fd, errno, STAGE_LOOPBACK)
+    if iso.hostname != NULL and sethostname(iso.hostname, strlen(iso.hostname)) != 0:
+        _report_and_exit(err_fd, errno, STAGE_HOSTNAME)
+    if iso.drop_capabilities and sandbox_drop_capabilities() != 0:
+        _report_and_exit(err_fd, errno, STAGE_CAPABILITIES)
+    # A new uid clears every capability; staying uid 0 clears them explicitly.
+    if (iso.switch_ids or iso.drop_capabilities) and sandbox_isolate_ids(iso) != 0:
+        _report_and_exit(err_fd, errno, STAGE_IDS)
+    if iso.no_new_privs and prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        _report_and_exit(err_fd, errno, STAGE_NO_NEW_PRIVS)
+
+
 cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
-                       int max_fd, const ChildLimits *limits) noexcept nogil:
-    """Session, parent-death signal, cgroup, rlimits, signal state and fd
-    layout of a new child, in that order."""
+                       int max_fd, const ChildLimits *limits,
+                       const sandbox_isolation *iso) noexcept nogil:
+    """Session, parent-death signal, cgroup, rlimits, isolation, signal state,
+    fd layout and last the seccomp filter of a new child, in that order."""
     cdef sigset_t empty
     cdef int c, l, e, i
     # The zygote blocks SIGCHLD and reads it from a signalfd; the child must
@@ -119,6 +177,7 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     for i in range(limits.n_rlimits):
         if setrlimit(limits.rlimit_resources[i], &limits.rlimit_values[i]) != 0:
             _report_and_exit(err_fd, errno, STAGE_RLIMIT)
+    _child_isolate(err_fd, iso)
 
     c = fcntl(chan_fd, F_DUPFD, <int>SCRATCH_FD)
     l = fcntl(log_fd, F_DUPFD, <int>SCRATCH_FD)
@@ -135,3 +194,6 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     # Every other inherited descriptor goes: the zygote's control socket, its
     # signalfd, the scratch copies, anything the function's INIT opened.
     _close_from(CHILD_FIRST_FREE_FD, max_fd)
+    # Last: from here on the denied system calls kill the process.
+    if iso.seccomp != NULL and sandbox_load_seccomp(iso) != 0:
+        _report_and_exit(err_fd, errno, STAGE_SECCOMP)

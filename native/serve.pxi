@@ -87,7 +87,7 @@ def serve(int ctrl_fd, object dispatch):
     ``dispatch`` decodes and answers frames:
       - ``dispatch.packet(data, fds, truncated)`` returns a list of spawn
         requests ``(chan_fd, log_fd, exec_argv, exec_env, cgroup_fds,
-        rlimits, tag)``, or None to stop the loop;
+        rlimits, isolation, tag)``, or None to stop the loop;
       - ``dispatch.spawned(tag, pid, error)`` is told each outcome (``error``
         is the exception or None) and owns closing the request's fds;
       - ``dispatch.exited(pid, wait_status, maxrss_kb, utime_s, stime_s)``.
@@ -139,9 +139,11 @@ def serve(int ctrl_fd, object dispatch):
             requests = dispatch.packet(packet[0], packet[1], truncated)
             if requests is None:
                 return None
-            for chan_fd, log_fd, exec_argv, exec_env, cgroup_fds, rlimits, tag in requests:
+            for (chan_fd, log_fd, exec_argv, exec_env, cgroup_fds, rlimits, isolation,
+                 tag) in requests:
                 try:
-                    pid = spawn(chan_fd, log_fd, exec_argv, exec_env, cgroup_fds, rlimits)
+                    pid = spawn(chan_fd, log_fd, exec_argv, exec_env, cgroup_fds, rlimits,
+                                isolation)
                 except OSError as exc:
                     dispatch.spawned(tag, 0, exc)
                     continue

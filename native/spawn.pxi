@@ -3,6 +3,7 @@
 # (a snapshot of this interpreter) or execs a fresh one (a cold start).
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.string cimport memset
 from posix.resource cimport getrlimit, rlimit, rlim_t, RLIMIT_NOFILE, RLIM_INFINITY
 import os as _os
 
@@ -25,10 +26,12 @@ cdef char **_to_cstring_array(list items, list keepalive) except NULL:
     if arr == NULL:
         raise MemoryError()
     for i in range(n):
-        b = _os.fsencode(items[i])
+        b = items[i] if isinstance(items[i], bytearray) else _os.fsencode(items[i])
         if b"\0" in b:
             PyMem_Free(arr)
             raise ValueError(f"embedded NUL byte in exec argument {items[i]!r}")
+        if isinstance(b, bytearray):
+            b.append(0)  # bytearray has no implicit NUL terminator
         keepalive.append(b)
         arr[i] = <char *>b
     arr[n] = NULL
@@ -75,15 +78,56 @@ cdef object _read_verdict(int fd):
     return bytes(out)
 
 
+cdef object _prepare_isolation(sandbox_isolation *iso, sock_fprog *prog, object spec,
+                               list keepalive):
+    """Fills ``iso`` from the ``isolation`` mapping of spawn()."""
+    if not spec:
+        return
+    iso.unshare_flags = spec.get("unshare", 0)
+    iso.private_mounts = bool(spec.get("private_mounts"))
+    options = _os.fsencode(spec.get("tmp_options") or "mode=1777")
+    keepalive.append(options)
+    iso.tmp_options = <const char *>options
+    keep = [p for p in spec.get("keep_paths") or () if p.startswith("/tmp/")][:8]
+    if keep:
+        # Writable copies: the child writes into these buffers (mkdir -p).
+        iso.keep_paths = _to_cstring_array([bytearray(_os.fsencode(p)) for p in keep], keepalive)
+        iso.n_keep_paths = len(keep)
+    hostname = spec.get("hostname")
+    if hostname:
+        name = hostname.encode()
+        keepalive.append(name)
+        iso.hostname = <const char *>name
+    iso.loopback_up = bool(spec.get("loopback_up"))
+    iso.drop_capabilities = bool(spec.get("drop_capabilities"))
+    if spec.get("uid") is not None:
+        iso.switch_ids = 1
+        iso.uid = spec["uid"]
+        iso.gid = spec["gid"]
+    iso.no_new_privs = bool(spec.get("no_new_privs"))
+    program = spec.get("seccomp")
+    if program:
+        if len(program) % 8:
+            raise ValueError("a seccomp program is a whole number of 8-byte instructions")
+        program = bytes(program)
+        keepalive.append(program)
+        prog.len = len(program) // 8
+        prog.filter = <void *><const char *>program
+        iso.seccomp = prog
+
+
 def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
-          rlimits=()):
+          rlimits=(), isolation=None):
     """Forks an execution environment.
 
     In the child, fd 3 becomes ``chan_fd``, fds 1 and 2 become ``log_fd``,
     every other fd above 2 is closed, the child leads a new session, dies
     with this process, writes itself into each of ``cgroup_fds`` (open
     ``cgroup.procs`` files) and applies ``rlimits`` (``(resource, soft,
-    hard)`` triples). Without ``exec_argv`` the child returns 0 and goes on
+    hard)`` triples), then takes the ``isolation`` steps (a mapping: unshare
+    flags, private_mounts, tmp_options, hostname, loopback_up,
+    drop_capabilities, uid and gid, no_new_privs, seccomp program bytes).
+    Without ``exec_argv`` the child returns 0 and goes on
     running this interpreter (a snapshot start); with it, the child execs
     ``exec_argv`` with environment ``exec_env`` (a cold start).
 
@@ -105,6 +149,10 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     cdef Py_ssize_t i
     cdef list rl = [tuple(r) for r in rlimits]
     cdef list cg = [int(fd) for fd in cgroup_fds]
+    cdef sandbox_isolation iso
+    cdef sock_fprog prog
+
+    memset(&iso, 0, sizeof(sandbox_isolation))
 
     limits.n_cgroup_fds = len(cg)
     limits.n_rlimits = len(rl)
@@ -122,6 +170,12 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
         limits.rlimit_values[i].rlim_cur = _rlim(rl[i][1])
         limits.rlimit_values[i].rlim_max = _rlim(rl[i][2])
 
+    try:
+        _prepare_isolation(&iso, &prog, isolation, keepalive)
+    except BaseException:
+        PyMem_Free(iso.keep_paths)
+        _free_limits(&limits)
+        raise
     if do_exec:
         argv = _to_cstring_array(list(exec_argv), keepalive)
         try:
@@ -129,6 +183,8 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
                 [f"{k}={v}" for k, v in (exec_env or {}).items()], keepalive)
         except BaseException:
             PyMem_Free(argv)
+            PyMem_Free(iso.keep_paths)
+            _free_limits(&limits)
             raise
     try:
         if pipe2(pipefd, O_CLOEXEC) != 0:
@@ -139,7 +195,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
             PyOS_BeforeFork()
         pid = fork()
         if pid == 0:
-            _child_setup(chan_fd, log_fd, pipefd[1], zygote_pid, max_fd, &limits)
+            _child_setup(chan_fd, log_fd, pipefd[1], zygote_pid, max_fd, &limits, &iso)
             if do_exec:
                 execve(argv[0], argv, envp)
                 _report_and_exit(CHILD_ERROR_FD, errno, STAGE_EXEC)
@@ -153,6 +209,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     finally:
         PyMem_Free(argv)
         PyMem_Free(envp)
+        PyMem_Free(iso.keep_paths)
         _free_limits(&limits)
     if pid < 0:
         close(pipefd[0])

@@ -75,6 +75,9 @@ class Runtime:
         cgroups: None detects and uses cgroups where the host allows (else
             warns and falls back to rlimits); True requires them; False
             uses rlimits only.
+        isolation: False runs environments without namespaces, read-only
+            root, capability drop, uid switch, no_new_privs and seccomp
+            (reported by capabilities()).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Runtime:
         concurrency_limit: int = 1000,
         python: str = sys.executable,
         cgroups: bool | None = None,
+        isolation: bool = True,
     ) -> None:
         if idle_timeout_s <= 0:
             raise InvalidParameterValueException(
@@ -114,7 +118,7 @@ class Runtime:
         self._launcher_lock = threading.Lock()
         self._closed = False
         self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"))
-        self._host = HostLimits(cgroups)
+        self._host = HostLimits(cgroups, isolation)
         self._supervisor = Supervisor()
         for record in self._store.list_functions():
             config = FunctionConfig.from_record(record)
@@ -168,6 +172,7 @@ class Runtime:
         environment: Mapping[str, str] | None = None,
         start: str = "snapshot",
         description: str = "",
+        network: str = "none",
     ) -> dict[str, Any]:
         """Registers a function; returns its configuration in Lambda's shape.
 
@@ -180,7 +185,7 @@ class Runtime:
             ResourceConflictException: the function exists.
         """
         config = validate(name, handler, code, memory_mb, timeout_s, environment, start,
-                          description)
+                          description, network)
         with self._lock:
             self._check_open()
             if name in self._functions:
@@ -195,7 +200,7 @@ class Runtime:
         environment, start, description). New invocations get new environments;
         running ones finish in their old environment."""
         allowed = {"handler", "code", "memory_mb", "timeout_s", "environment", "start",
-                   "description"}
+                   "description", "network"}
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise InvalidParameterValueException(

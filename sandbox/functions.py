@@ -25,6 +25,7 @@ from .constants import (
 from .errors import InvalidParameterValueException
 
 START_KINDS = ("snapshot", "cold")
+NETWORK_MODES = ("none", "host")
 
 _NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{FUNCTION_NAME_MAX}}}$")
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -47,6 +48,7 @@ class FunctionConfig:
     description: str
     revision_id: str
     last_modified: str
+    network: str = "none"
 
     def to_record(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -77,6 +79,7 @@ class FunctionConfig:
             "PackageType": "Zip",
             "Architectures": [os.uname().machine.replace("aarch64", "arm64")],
             "StartKind": self.start,
+            "Network": self.network,
         }
 
 
@@ -93,6 +96,7 @@ def validate(
     environment: Mapping[str, str] | None,
     start: str,
     description: str = "",
+    network: str = "none",
 ) -> FunctionConfig:
     """Checks a configuration the way CreateFunction does.
 
@@ -135,12 +139,14 @@ def validate(
         raise _fail(f"environment variables total {size} bytes, limit {ENVIRONMENT_MAX_BYTES}")
     if start not in START_KINDS:
         raise _fail(f"start must be one of {', '.join(START_KINDS)}, got {start!r}")
+    if network not in NETWORK_MODES:
+        raise _fail(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
     if not isinstance(description, str) or len(description) > 256:
         raise _fail("description must be a string of at most 256 characters")
     now = datetime.datetime.now(datetime.UTC)
     return FunctionConfig(
         name=name, handler=handler, code=code_dir, memory_mb=memory_mb,
         timeout_s=float(timeout_s), environment=env, start=start, description=description,
-        revision_id=str(uuid.uuid4()),
+        network=network, revision_id=str(uuid.uuid4()),
         last_modified=now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000",
     )

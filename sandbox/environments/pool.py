@@ -81,6 +81,8 @@ class FunctionPool:
         self.config = config
         self.limits = EnvironmentLimits.for_memory(config.memory_mb)
         self._host = host
+        self.isolation = host.isolation.spec(config.network, config.code,
+                                             self.limits.ephemeral_mb)
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher
@@ -209,7 +211,8 @@ class FunctionPool:
             return zygote
 
     def _isolation(self, env_id: str) -> tuple[EnvCgroup | None, list[tuple[int, int, int]]]:
-        """The new environment's cgroup (when the host has them) and rlimits."""
+        """The new environment's cgroup (when the host has them) and rlimits;
+        the isolation steps are ``self.isolation``."""
         backend = self._host.cgroup
         cgroup = None
         if backend is not None:
@@ -226,7 +229,7 @@ class FunctionPool:
         env_id = uuid.uuid4().hex
         cgroup, rlimits = self._isolation(env_id)
         env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id),
-                           cgroup=cgroup, rlimits=rlimits)
+                           cgroup=cgroup, rlimits=rlimits, isolation=self.isolation)
         self._await_ready(env, started + SNAPSHOT_READY_TIMEOUT_S, request_id)
         env.restore_ms = (time.monotonic() - started) * 1000.0
         env.init_ms = zygote.hello.get("init_ms")
@@ -239,7 +242,7 @@ class FunctionPool:
         environ.update(self._stream_environ(env_id))
         cgroup, rlimits = self._isolation(env_id)
         env = launcher.spawn(env_id, self.generation, "cold", environ, launcher.cold_argv(),
-                             cgroup=cgroup, rlimits=rlimits)
+                             cgroup=cgroup, rlimits=rlimits, isolation=self.isolation)
         self._await_ready(env, time.monotonic() + INIT_TIMEOUT_S + BOOT_ALLOWANCE_S, request_id)
         return env
 

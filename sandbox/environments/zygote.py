@@ -130,7 +130,8 @@ class Zygote:
     def spawn(self, env_id: str, generation: int, start_kind: str,
               environ: Mapping[str, str] | None, exec_argv: list[str] | None = None,
               cgroup: EnvCgroup | None = None,
-              rlimits: list[tuple[int, int, int]] | None = None) -> Environment:
+              rlimits: list[tuple[int, int, int]] | None = None,
+              isolation: Mapping[str, Any] | None = None) -> Environment:
         """Asks the zygote to fork an environment; does not wait for READY.
 
         ``environ`` is the whole environment of an exec'd (cold) child, or the
@@ -144,7 +145,7 @@ class Zygote:
         log_fd = new_memfd(f"env-{env_id}")
         frame = {"t": SPAWN, "env": env_id, "exec": exec_argv,
                  "environ": dict(environ) if environ else None,
-                 "rlimits": [list(r) for r in rlimits or ()]}
+                 "rlimits": [list(r) for r in rlimits or ()], "isolation": isolation}
         env = Environment(env_id, Channel(ours, MAX_SYNC_FRAME), log_fd, self, start_kind,
                           generation, cgroup)
         try:

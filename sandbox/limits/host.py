@@ -9,6 +9,7 @@ import resource
 from typing import Any
 
 from . import cgroups
+from .isolation import Isolation
 
 log = logging.getLogger("sandbox.limits")
 
@@ -68,7 +69,8 @@ class HostLimits:
         use_cgroups: False skips cgroups (rlimits only); None detects.
     """
 
-    def __init__(self, use_cgroups: bool | None = None) -> None:
+    def __init__(self, use_cgroups: bool | None = None, isolate: bool = True) -> None:
+        self.isolation = Isolation(isolate)
         self.cgroup: cgroups.CgroupBackend | None = None
         self.cgroup_reason = "disabled by configuration"
         self.swept = 0
@@ -121,5 +123,6 @@ class HostLimits:
                 "enforced": enforced,
                 "by": "cgroup kill" if enforced else "process group only (setsid escapes)"},
             "rlimits": ["RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CPU"],
+            "isolation": self.isolation.describe(),
             "root": os.geteuid() == 0,
         }

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from .handler import Handler
 
-    SpawnRequest = tuple[int, int, Any, Any, list[int], list[Any], dict[str, Any]]
+    SpawnRequest = tuple[int, int, Any, Any, list[int], list[Any], Any, dict[str, Any]]
 
 
 def thread_count() -> int:
@@ -91,7 +91,7 @@ class _Dispatch:
         sys.stdout.flush()
         sys.stderr.flush()
         return [(fds[0], fds[1], frame.get("exec"), frame.get("environ"), fds[2:],
-                 frame.get("rlimits") or [], frame)]
+                 frame.get("rlimits") or [], frame.get("isolation"), frame)]
 
     def spawned(self, frame: dict[str, Any], pid: int, error: OSError | None) -> None:
         for fd in frame["_fds"]:

@@ -1,0 +1,82 @@
+# Building a seccomp filter with libseccomp, in the parent. The child only
+# loads the finished BPF program (prctl), which is async-signal-safe.
+
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef extern from "<seccomp.h>" nogil:
+    ctypedef void *scmp_filter_ctx
+    cdef enum scmp_compare:
+        SCMP_CMP_EQ
+        SCMP_CMP_MASKED_EQ
+    struct scmp_arg_cmp:
+        unsigned int arg
+        scmp_compare op
+        uint64_t datum_a
+        uint64_t datum_b
+    uint32_t SCMP_ACT_ALLOW
+    uint32_t SCMP_ACT_KILL_PROCESS
+    int __NR_SCMP_ERROR
+    scmp_filter_ctx seccomp_init(uint32_t def_action)
+    void seccomp_release(scmp_filter_ctx ctx)
+    int seccomp_syscall_resolve_name(const char *name)
+    int seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
+                               unsigned int arg_cnt, const scmp_arg_cmp *arg_array)
+    int seccomp_export_bpf(const scmp_filter_ctx ctx, int fd)
+
+
+def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=()):
+    """A BPF program that kills the process (SIGSYS) on a denied system call.
+
+    Args:
+        deny: system call names to deny outright.
+        deny_ioctl_requests: ioctl request numbers to deny (e.g. TIOCSTI).
+        deny_personality_flags: personality(2) flag bits whose setting is
+            denied; the query personality(0xffffffff) stays allowed.
+    Returns:
+        (program bytes, names libseccomp does not know on this architecture).
+    """
+    cdef scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW)
+    cdef scmp_arg_cmp cmp
+    cdef int nr, rc
+    if ctx == NULL:
+        raise OSError("seccomp_init failed")
+    unknown = []
+    try:
+        for name in deny:
+            nr = seccomp_syscall_resolve_name(name.encode())
+            if nr == __NR_SCMP_ERROR:
+                unknown.append(name)
+                continue
+            rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS, nr, 0, NULL)
+            if rc < 0:
+                raise OSError(-rc, f"seccomp rule for {name}")
+        nr = seccomp_syscall_resolve_name(b"ioctl")
+        for request in deny_ioctl_requests:
+            cmp.arg = 1
+            cmp.op = SCMP_CMP_MASKED_EQ
+            cmp.datum_a = 0xFFFFFFFF  # the request is an int: ignore the upper half
+            cmp.datum_b = request
+            rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS, nr, 1, &cmp)
+            if rc < 0:
+                raise OSError(-rc, f"seccomp rule for ioctl {request:#x}")
+        nr = seccomp_syscall_resolve_name(b"personality")
+        for flag in deny_personality_flags:
+            # Bit 31 clear: the 0xffffffff query never matches.
+            cmp.arg = 0
+            cmp.op = SCMP_CMP_MASKED_EQ
+            cmp.datum_a = flag | 0x80000000
+            cmp.datum_b = flag
+            rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS, nr, 1, &cmp)
+            if rc < 0:
+                raise OSError(-rc, f"seccomp rule for personality flag {flag:#x}")
+        fd = _os.memfd_create("seccomp", 1)  # MFD_CLOEXEC
+        try:
+            rc = seccomp_export_bpf(ctx, fd)
+            if rc < 0:
+                raise OSError(-rc, "seccomp_export_bpf")
+            program = _os.pread(fd, _os.fstat(fd).st_size, 0)
+        finally:
+            _os.close(fd)
+    finally:
+        seccomp_release(ctx)
+    return program, unknown

@@ -105,7 +105,7 @@ def _init_failure(log: FunctionLog, pool: FunctionPool, request_id: str,
               "max_memory_used_mb": 0, "init_duration_ms": failure.init_ms,
               "restore_duration_ms": None, "start": failure.start_kind,
               "status": "init_error"}
-    return _finish(log, pool, request_id, json.dumps(failure.document).encode(), True,
+    return _finish(log, pool, request_id, json.dumps(document).encode(), True,
                    failure.output, report)
 
 

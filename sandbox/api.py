@@ -141,7 +141,7 @@ class Runtime:
             functions = list(self._functions.values())
             self._functions.clear()
         for function in functions:
-            function.pool.close()
+            function.pool.close(force=True)
         with self._launcher_lock:
             if self._launcher is not None:
                 self._launcher.close()

@@ -30,7 +30,7 @@ from ..limits.cgroups import CgroupError, EnvCgroup, Limits
 from ..protocol import READY, check_version
 from .environment import Environment, ExitRecord
 from .supervisor import Supervisor
-from .zygote import Zygote
+from .zygote import Zygote, ZygoteExited
 
 log = logging.getLogger("sandbox.environments")
 
@@ -81,8 +81,9 @@ class FunctionPool:
         self.config = config
         self.limits = EnvironmentLimits.for_memory(config.memory_mb)
         self._host = host
+        python_path = tuple(p for p in config.environment.get("PYTHONPATH", "").split(":") if p)
         self.isolation = host.isolation.spec(config.network, config.code,
-                                             self.limits.ephemeral_mb)
+                                             self.limits.ephemeral_mb, python_path)
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher
@@ -108,14 +109,22 @@ class FunctionPool:
                 as the invocation's function error).
             ServiceException: no environment could be started.
         """
-        with self._lock:
-            if self.closed:
-                raise ServiceException(f"function {self.config.name} was updated or deleted")
-            self.busy += 1
-            if self._idle:
-                env = self._idle.pop()
-                env.start_kind = "warm"
-                return env
+        dead = []
+        try:
+            with self._lock:
+                if self.closed:
+                    raise ServiceException(f"function {self.config.name} was updated or deleted")
+                self.busy += 1
+                while self._idle:
+                    env = self._idle.pop()
+                    if env.exited:  # died while idle (killed, or its zygote died)
+                        dead.append(env)
+                        continue
+                    env.start_kind = "warm"
+                    return env
+        finally:
+            for env in dead:
+                env.close()
         try:
             return self._start(request_id)
         except BaseException:
@@ -132,10 +141,13 @@ class FunctionPool:
             if reusable and not retire and not self.closed and not env.exited:
                 self._idle.append(env)
                 return
+            last_out = self.closed and self.busy == 0
         if reusable:
             self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
         else:
             env.kill()
+        if last_out:
+            self._close_zygote()
 
     @property
     def idle_count(self) -> int:
@@ -153,14 +165,20 @@ class FunctionPool:
             self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
         return retired
 
-    def close(self) -> None:
-        """No new invocations; idle environments and the zygote go now, busy
-        ones when their invocation returns."""
+    def close(self, force: bool = False) -> None:
+        """No new invocations; idle environments go now, busy ones when their
+        invocation returns, the zygote (whose exit ends its children) after
+        the last of them. ``force`` ends everything now (Runtime.close)."""
         with self._lock:
             self.closed = True
             idle, self._idle = self._idle, []
+            busy = self.busy
         for env in idle:
             self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
+        if force or not busy:
+            self._close_zygote()
+
+    def _close_zygote(self) -> None:
         with self._zygote_lock:
             if self._zygote is not None:
                 self._zygote.close()
@@ -178,12 +196,12 @@ class FunctionPool:
 
     def _start(self, request_id: str) -> Environment:
         if self.config.start == "snapshot" and self.fork_unsafe_reason is None:
-            zygote = self._function_zygote()
+            zygote = self._function_zygote(request_id)
             if zygote is not None:
                 return self._start_snapshot(zygote, request_id)
         return self._start_cold(request_id)
 
-    def _function_zygote(self) -> Zygote | None:
+    def _function_zygote(self, request_id: str) -> Zygote | None:
         """The function's zygote, booted (INIT) on first use or after it died."""
         with self._zygote_lock:
             zygote = self._zygote
@@ -193,7 +211,12 @@ class FunctionPool:
             if self.closed:
                 raise ServiceException(f"function {self.config.name} was updated or deleted")
             zygote = Zygote("function", self.environ("snap-start"), self.config.code)
-            hello = zygote.start(INIT_TIMEOUT_S + BOOT_ALLOWANCE_S)
+            try:
+                hello = zygote.start(INIT_TIMEOUT_S + BOOT_ALLOWANCE_S)
+            except ZygoteExited as exited:
+                # INIT ended the process (os._exit, a crash): the function's error.
+                raise InitFailed(exit_document(ExitRecord(exited.wait_status), request_id),
+                                 None, exited.output, "snapshot") from None
             if hello.get("init_error"):
                 raise InitFailed(hello["init_error"], hello.get("init_ms"), zygote.init_output,
                                  "snapshot")

@@ -39,6 +39,16 @@ def new_memfd(name: str) -> int:
     return fd
 
 
+class ZygoteExited(Exception):
+    """The zygote process ended before its HELLO: INIT exited or crashed."""
+
+    def __init__(self, returncode: int, output: bytes) -> None:
+        super().__init__(f"zygote exited with return code {returncode} during INIT")
+        self.output = output
+        # As a raw wait status (Popen reports a signal as a negative code).
+        self.wait_status = -returncode if returncode < 0 else returncode << 8
+
+
 class Zygote:
     """A fork-server process: ``function`` mode (snapshot starts, holds one
     function's INIT) or ``launcher`` mode (execs fresh interpreters: cold starts).
@@ -100,13 +110,21 @@ class Zygote:
             finally:
                 ours.settimeout(None)
             if not packet:
-                output = self._read_output(log_fd).decode(errors="replace")
-                raise ServiceException(f"zygote exited during start-up: {output[-2000:]}")
+                assert self._proc is not None
+                try:
+                    returncode = self._proc.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    returncode = None
+                output = self._read_output(log_fd)
+                if returncode is None:
+                    text = output.decode(errors="replace")[-2000:]
+                    raise ServiceException(f"zygote closed its control socket: {text}")
+                raise ZygoteExited(returncode, output)
             hello = decode_packet(packet)
             if hello["t"] != HELLO:
                 raise ProtocolError(f"zygote sent {hello['t']!r} before {HELLO!r}")
             check_version(hello, "zygote")
-        except (ServiceException, ProtocolError):
+        except (ServiceException, ProtocolError, ZygoteExited):
             self.close()
             self.release_socket()
             os.close(log_fd)

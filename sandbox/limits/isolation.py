@@ -123,8 +123,11 @@ class Isolation:
             log.warning("isolation steps this host does not enforce: %s", "; ".join(missing))
 
     def spec(self, network: str = "none", code_dir: str | None = None,
-             ephemeral_mb: int = 512) -> dict[str, Any]:
-        """The ``isolation`` mapping for one environment's spawn."""
+             ephemeral_mb: int = 512, read_paths: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The ``isolation`` mapping for one environment's spawn.
+
+        ``read_paths``: more directories the function reads (its PYTHONPATH).
+        """
         s = self.supported
         flags = 0
         if s["namespaces"]:
@@ -133,9 +136,9 @@ class Isolation:
             flags |= CLONE_NEWNET
         switch = s["uid"] and (code_dir is None or readable_by_others(code_dir) is None)
         # What the environment reads and the private /tmp would hide.
-        needed = [*runtime_paths(), *([code_dir] if code_dir else [])]
+        needed = [*runtime_paths(), *([code_dir] if code_dir else []), *read_paths]
         keep = sorted({os.path.realpath(p) for p in needed
-                       if os.path.realpath(p).startswith("/tmp/")})
+                       if os.path.realpath(p).startswith("/tmp/") and os.path.isdir(p)})
         return {
             "keep_paths": keep,
             "unshare": flags,

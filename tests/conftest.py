@@ -1,0 +1,164 @@
+"""Shared fixtures: runtimes, handler modules written on the fly, process helpers.
+
+Everything runs real processes: zygotes, forked (snapshot) and exec'd (cold)
+execution environments. Behavioural tests are parametrized over both start
+kinds with the ``start`` fixture, so one implementation is checked against
+the other (as msgpack's test suite does for its two implementations).
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from sandbox import Runtime
+
+START_KINDS = ("snapshot", "cold")
+
+# A handler whose behaviour is chosen by the event: one function (one zygote
+# or one cold start) can then exercise every way of succeeding and failing.
+ACTIONS_SOURCE = """
+import os
+import signal
+import sys
+import time
+
+COUNT = 0
+
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    action = (event or {}).get("action")
+    if action == "raise":
+        raise ValueError(f"boom {COUNT}")
+    if action == "exit":
+        os._exit(3)
+    if action == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(5)
+    if action == "sleep":
+        print("about to sleep", event["seconds"])
+        time.sleep(event["seconds"])
+    if action == "marshal":
+        return {1, 2, 3}
+    if action == "huge":
+        return "x" * (6 * 1024 * 1024)
+    if action == "echo":
+        return event
+    if action == "print":
+        print(event["text"])
+        sys.stderr.write("to stderr\\n")
+    return {"count": COUNT, "pid": os.getpid()}
+"""
+
+
+def write_handler(directory: Path, source: str, module: str = "app") -> Path:
+    """Writes ``source`` (dedented) as ``<directory>/<module>.py``; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{module}.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def make_function(rt: Runtime, name: str, source: str, **config: Any) -> Path:
+    """Writes ``source`` as app.py under the runtime's state dir and registers it.
+
+    ``config`` goes to ``create_function`` (handler defaults to app.handler).
+    Returns the code directory.
+    """
+    code = Path(rt.state_dir) / "code" / name
+    write_handler(code, source)
+    config.setdefault("handler", "app.handler")
+    rt.create_function(name, code=str(code), **config)
+    return code
+
+
+@pytest.fixture(params=START_KINDS)
+def start(request: pytest.FixtureRequest) -> str:
+    """Both start kinds: "snapshot" (forked from a zygote) and "cold" (exec'd)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def runtime() -> Iterator[Runtime]:
+    rt = Runtime(idle_timeout_s=120)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+def host_runtime() -> Iterator[Runtime]:
+    """A Runtime without the isolation steps (cgroups stay): for tests that
+    watch a running handler through files it writes on the host, which an
+    isolated environment's read-only root and private /tmp would hide."""
+    rt = Runtime(idle_timeout_s=120, isolation=False)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture(name="make_function")
+def make_function_fixture(runtime: Runtime) -> Callable[..., Path]:
+    """``make_function(name, source, **config)`` on the test's ``runtime``;
+    pass ``rt=`` to use another Runtime."""
+
+    def make(name: str, source: str, *, rt: Runtime | None = None, **config: Any) -> Path:
+        return make_function(rt or runtime, name, source, **config)
+
+    return make
+
+
+@pytest.fixture
+def actions(runtime: Runtime, start: str) -> str:
+    """A function running ACTIONS_SOURCE with timeout_s=1; returns its name."""
+    make_function(runtime, "actions", ACTIONS_SOURCE, start=start, timeout_s=1)
+    return "actions"
+
+
+# -- processes ---------------------------------------------------------------------
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(pids: Any, timeout: float = 5.0) -> set[int]:
+    """Waits until none of ``pids`` is alive; returns those still alive at the end."""
+    deadline = time.monotonic() + timeout
+    remaining = {p for p in pids if is_alive(p)}
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.02)
+        remaining = {p for p in remaining if is_alive(p)}
+    return remaining
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Polls ``predicate`` until it is truthy; returns its last value."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Pids of every live descendant of ``pid`` (default: this process)."""
+    try:
+        proc = psutil.Process(pid or os.getpid())
+        return {p.pid for p in proc.children(recursive=True) if is_alive(p.pid)}
+    except psutil.NoSuchProcess:
+        return set()

@@ -79,7 +79,7 @@ class FunctionPool:
         host: HostLimits,
     ) -> None:
         self.config = config
-        self.limits = EnvironmentLimits.for_memory(config.memory_mb)
+        self.limits = EnvironmentLimits.for_memory(config.memory_mb, host.cpu_follows_memory)
         self._host = host
         python_path = tuple(p for p in config.environment.get("PYTHONPATH", "").split(":") if p)
         self.isolation = host.isolation.spec(config.network, config.code,

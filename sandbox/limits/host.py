@@ -69,8 +69,10 @@ class HostLimits:
         use_cgroups: False skips cgroups (rlimits only); None detects.
     """
 
-    def __init__(self, use_cgroups: bool | None = None, isolate: bool = True) -> None:
+    def __init__(self, use_cgroups: bool | None = None, isolate: bool = True,
+                 cpu_follows_memory: bool = True) -> None:
         self.isolation = Isolation(isolate)
+        self.cpu_follows_memory = cpu_follows_memory
         self.cgroup: cgroups.CgroupBackend | None = None
         self.cgroup_reason = "disabled by configuration"
         self.swept = 0
@@ -114,8 +116,11 @@ class HostLimits:
             "pids": {"enforced": enforced,
                      "by": f"cgroup v{version}" if enforced else None,
                      "reason": None if enforced else self.cgroup_reason},
-            "cpu_quota": {"enforced": cpu_quota,
-                          "by": f"cgroup v{version}" if cpu_quota else None},
+            "cpu_quota": {"enforced": cpu_quota and self.cpu_follows_memory,
+                          "by": f"cgroup v{version}, {MB_PER_VCPU} MB = 1 vCPU"
+                          if cpu_quota and self.cpu_follows_memory else None,
+                          "reason": None if self.cpu_follows_memory
+                          else "disabled by configuration (cpu_follows_memory=False)"},
             "oom_detection": {"enforced": enforced,
                               "by": "memory.events" if version == 2
                               else "memory.oom_control" if enforced else None},

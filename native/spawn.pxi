@@ -224,3 +224,18 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
         _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
         raise SpawnError(int(hex_errno, 16), stage)
     return pid
+
+
+def enter_network_namespace():
+    """Moves this process into a new network namespace holding only a loopback
+    interface, brought up. A zygote does this once, before INIT, for a
+    function with network="none", so that its children skip the ~0.6 ms a new
+    network namespace costs each.
+
+    Raises:
+        OSError: unshare(CLONE_NEWNET) or bringing "lo" up failed.
+    """
+    if unshare(0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(errno, "unshare(CLONE_NEWNET)")
+    if sandbox_loopback_up() != 0:
+        raise OSError(errno, "bringing up the loopback interface")

@@ -27,6 +27,7 @@ from ..errors import ProtocolError, ServiceException
 from ..functions import FunctionConfig
 from ..limits import EnvironmentLimits, HostLimits, rlimits_for
 from ..limits.cgroups import CgroupError, EnvCgroup, Limits
+from ..limits.isolation import CLONE_NEWNET
 from ..protocol import READY, check_version
 from .environment import Environment, ExitRecord
 from .supervisor import Supervisor
@@ -84,6 +85,11 @@ class FunctionPool:
         python_path = tuple(p for p in config.environment.get("PYTHONPATH", "").split(":") if p)
         self.isolation = host.isolation.spec(config.network, config.code,
                                              self.limits.ephemeral_mb, python_path)
+        # A snapshot function's zygote enters the empty network namespace
+        # once; its children then need not create one each.
+        self._zygote_no_network = bool(self.isolation["unshare"] & CLONE_NEWNET)
+        self._snapshot_isolation = dict(self.isolation, loopback_up=False,
+                                        unshare=self.isolation["unshare"] & ~CLONE_NEWNET)
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher
@@ -210,7 +216,8 @@ class FunctionPool:
             self._zygote = None
             if self.closed:
                 raise ServiceException(f"function {self.config.name} was updated or deleted")
-            zygote = Zygote("function", self.environ("snap-start"), self.config.code)
+            zygote = Zygote("function", self.environ("snap-start"), self.config.code,
+                            no_network=self._zygote_no_network)
             try:
                 hello = zygote.start(INIT_TIMEOUT_S + BOOT_ALLOWANCE_S)
             except ZygoteExited as exited:
@@ -252,7 +259,7 @@ class FunctionPool:
         env_id = uuid.uuid4().hex
         cgroup, rlimits = self._isolation(env_id)
         env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id),
-                           cgroup=cgroup, rlimits=rlimits, isolation=self.isolation)
+                           cgroup=cgroup, rlimits=rlimits, isolation=self._snapshot_isolation)
         self._await_ready(env, started + SNAPSHOT_READY_TIMEOUT_S, request_id)
         env.restore_ms = (time.monotonic() - started) * 1000.0
         env.init_ms = zygote.hello.get("init_ms")

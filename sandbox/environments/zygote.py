@@ -58,8 +58,9 @@ class Zygote:
     """
 
     def __init__(self, mode: str, environ: Mapping[str, str], cwd: str,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, no_network: bool = False) -> None:
         self.mode = mode
+        self.no_network = no_network
         self.environ = dict(environ)
         self.cwd = cwd
         self.python = python
@@ -89,7 +90,8 @@ class Zygote:
         log_fd = new_memfd(f"zygote-{self.mode}")
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-c", ZYGOTE_ENTRY, str(theirs.fileno()), self.mode],
+                [self.python, "-c", ZYGOTE_ENTRY, str(theirs.fileno()), self.mode,
+                 *(["--no-network"] if self.no_network else [])],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=log_fd,
                 stderr=log_fd, env=self.environ, cwd=self.cwd, start_new_session=True,
             )

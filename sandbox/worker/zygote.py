@@ -120,6 +120,9 @@ def _become_environment(frame: dict[str, Any], handler: Handler, init_ms: float)
 def main() -> None:
     ctrl_fd = int(sys.argv[1])
     mode = sys.argv[2]
+    if "--no-network" in sys.argv[3:]:
+        # network="none" holds for INIT too; the children share this namespace.
+        _native.enter_network_namespace()
     line_buffered_stdio()
     handler: Handler | None = None
     init_error: dict[str, Any] | None = None

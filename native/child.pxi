@@ -41,6 +41,7 @@ cdef extern from "isolation.h" nogil:
     int sandbox_isolate_ids(const sandbox_isolation *iso)
     int sandbox_load_seccomp(const sandbox_isolation *iso)
     int PR_SET_NO_NEW_PRIVS
+    int PR_SET_DUMPABLE
 
 cdef enum Stage:
     STAGE_SIGNALS = 0
@@ -142,6 +143,11 @@ cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogi
         _report_and_exit(err_fd, errno, STAGE_IDS)
     if iso.no_new_privs and prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         _report_and_exit(err_fd, errno, STAGE_NO_NEW_PRIVS)
+    # Not dumpable: processes of the same uid without CAP_SYS_PTRACE (other
+    # environments) cannot open its /proc/<pid>/mem, root, environ or fds.
+    # execve resets this; a cold environment sets it again first thing.
+    if iso.drop_capabilities and prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        _report_and_exit(err_fd, errno, STAGE_CAPABILITIES)
 
 
 cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,

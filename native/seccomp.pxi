@@ -15,6 +15,10 @@ cdef extern from "<seccomp.h>" nogil:
         uint64_t datum_b
     uint32_t SCMP_ACT_ALLOW
     uint32_t SCMP_ACT_KILL_PROCESS
+    uint32_t SCMP_ACT_ERRNO(uint32_t)
+    cdef enum scmp_filter_attr:
+        SCMP_FLTATR_ACT_BADARCH
+    int seccomp_attr_set(scmp_filter_ctx ctx, scmp_filter_attr attr, uint32_t value)
     int __NR_SCMP_ERROR
     scmp_filter_ctx seccomp_init(uint32_t def_action)
     void seccomp_release(scmp_filter_ctx ctx)
@@ -24,7 +28,8 @@ cdef extern from "<seccomp.h>" nogil:
     int seccomp_export_bpf(const scmp_filter_ctx ctx, int fd)
 
 
-def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=()):
+def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=(),
+                    deny_clone_flags=()):
     """A BPF program that kills the process (SIGSYS) on a denied system call.
 
     Args:
@@ -32,6 +37,9 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=()):
         deny_ioctl_requests: ioctl request numbers to deny (e.g. TIOCSTI).
         deny_personality_flags: personality(2) flag bits whose setting is
             denied; the query personality(0xffffffff) stays allowed.
+        deny_clone_flags: clone(2) flag bits (new namespaces) that are
+            denied; clone3, whose flags the filter cannot read, then fails
+            with ENOSYS so that libc falls back to clone.
     Returns:
         (program bytes, names libseccomp does not know on this architecture).
     """
@@ -42,6 +50,11 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=()):
         raise OSError("seccomp_init failed")
     unknown = []
     try:
+        # A system call of another architecture (int 0x80 on x86-64) kills
+        # the whole process, not just the calling thread.
+        rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)
+        if rc < 0:
+            raise OSError(-rc, "seccomp bad-architecture action")
         for name in deny:
             nr = seccomp_syscall_resolve_name(name.encode())
             if nr == __NR_SCMP_ERROR:
@@ -69,6 +82,21 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=()):
             rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS, nr, 1, &cmp)
             if rc < 0:
                 raise OSError(-rc, f"seccomp rule for personality flag {flag:#x}")
+        if deny_clone_flags:
+            nr = seccomp_syscall_resolve_name(b"clone")
+            for flag in deny_clone_flags:
+                cmp.arg = 0
+                cmp.op = SCMP_CMP_MASKED_EQ
+                cmp.datum_a = flag
+                cmp.datum_b = flag
+                rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS, nr, 1, &cmp)
+                if rc < 0:
+                    raise OSError(-rc, f"seccomp rule for clone flag {flag:#x}")
+            nr = seccomp_syscall_resolve_name(b"clone3")
+            if nr != __NR_SCMP_ERROR:
+                rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(38), nr, 0, NULL)  # ENOSYS
+                if rc < 0:
+                    raise OSError(-rc, "seccomp rule for clone3")
         fd = _os.memfd_create("seccomp", 1)  # MFD_CLOEXEC
         try:
             rc = seccomp_export_bpf(ctx, fd)

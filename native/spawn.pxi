@@ -239,3 +239,9 @@ def enter_network_namespace():
         raise OSError(errno, "unshare(CLONE_NEWNET)")
     if sandbox_loopback_up() != 0:
         raise OSError(errno, "bringing up the loopback interface")
+
+
+def make_undumpable():
+    """PR_SET_DUMPABLE 0 for this process (execve had reset it to 1)."""
+    if prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(errno, "prctl(PR_SET_DUMPABLE, 0)")

@@ -298,10 +298,13 @@ class FunctionPool:
         if frame is None:
             record = env.wait_exit(2.0)
             output = env.take_output()
+            cgroup = env.cgroup
+            out_of_memory = cgroup is not None and cgroup.oom_kills() > 0
             env.close()
             if record is not None and record.spawn_error is not None:
                 raise ServiceException(f"cannot start an environment: {record.spawn_error}")
-            raise InitFailed(exit_document(record, request_id), None, output, env.start_kind)
+            raise InitFailed(exit_document(record, request_id, out_of_memory), None, output,
+                             env.start_kind)
         try:
             if frame["t"] != READY:
                 raise ProtocolError(f"environment sent {frame['t']!r} before {READY!r}")

@@ -14,7 +14,12 @@ import threading
 import time
 from typing import Any
 
-from ..constants import ERROR_TIMEOUT, FUNCTION_ERROR_UNHANDLED, LATEST_VERSION
+from ..constants import (
+    ERROR_OUT_OF_MEMORY,
+    ERROR_TIMEOUT,
+    FUNCTION_ERROR_UNHANDLED,
+    LATEST_VERSION,
+)
 from ..environments import Environment, FunctionPool, InitFailed
 from ..environments.pool import exit_document
 from ..errors import ProtocolError
@@ -105,11 +110,14 @@ def _init_failure(log: FunctionLog, pool: FunctionPool, request_id: str,
                   failure: InitFailed) -> InvokeResult:
     document = dict(failure.document)
     document.setdefault("requestId", request_id)
+    out_of_memory = document.get("errorType") == ERROR_OUT_OF_MEMORY
     report = {"request_id": request_id, "duration_ms": failure.init_ms or 0.0,
-              "max_memory_used_mb": 0, "init_duration_ms": failure.init_ms,
+              "max_memory_used_mb": pool.config.memory_mb if out_of_memory else 0,
+              "init_duration_ms": failure.init_ms,
               "restore_duration_ms": None, "start": failure.start_kind,
-              "status": "init_error", "wall_time_ms": None, "cpu_time_ms": None,
-              "oom_killed": False, "killed_by_sandbox": False, "exit_code": None,
+              "status": "oom" if out_of_memory else "init_error",
+              "wall_time_ms": None, "cpu_time_ms": None,
+              "oom_killed": out_of_memory, "killed_by_sandbox": False, "exit_code": None,
               "signal": None}
     return _finish(log, pool, request_id, json.dumps(document).encode(), True,
                    failure.output, report)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import os
 import signal
 import time
@@ -104,10 +105,14 @@ def _try_write(path: str, value: str) -> bool:
         return False
 
 
+_runtime_seq = itertools.count(1)
+
+
 def runtime_dir_name(pid: int | None = None) -> str:
-    """``rt-<pid>-<start time>``: unique per process even across pid reuse."""
+    """``rt-<pid>-<start time>-<n>``: unique per Runtime, even across pid reuse
+    and with several Runtimes in one process."""
     pid = os.getpid() if pid is None else pid
-    return f"rt-{pid}-{_start_time(pid)}"
+    return f"rt-{pid}-{_start_time(pid)}-{next(_runtime_seq)}"
 
 
 def _start_time(pid: int) -> str:
@@ -120,7 +125,7 @@ def _start_time(pid: int) -> str:
 
 def _runtime_alive(name: str) -> bool:
     parts = name.split("-")
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) not in (3, 4) or not parts[1].isdigit():
         return False
     return _start_time(int(parts[1])) == parts[2]
 
@@ -234,8 +239,8 @@ class CgroupBackend:
     def __init__(self, parents: dict[str, str]) -> None:
         # controller (or "" on v2) -> the directory under which rt-* dirs live
         self.parents = parents
-        self.runtime_dirs = {key: os.path.join(p, runtime_dir_name())
-                             for key, p in parents.items()}
+        name = runtime_dir_name()
+        self.runtime_dirs = {key: os.path.join(p, name) for key, p in parents.items()}
 
     def setup(self) -> int:
         """Creates this Runtime's directory; sweeps stale ones. Returns the
@@ -399,11 +404,15 @@ class CgroupV1(CgroupBackend):
         freezer = cgroup.dirs.get("freezer")
         frozen = freezer is not None and _try_write(
             os.path.join(freezer, "freezer.state"), "FROZEN")
-        for _ in range(100):
-            if not _kill_pids(os.path.join(cgroup.dirs["pids"], "cgroup.procs")):
-                break
+        procs = os.path.join(cgroup.dirs["pids"], "cgroup.procs")
+        _kill_pids(procs)
         if frozen and freezer is not None:
+            # Killed tasks stay listed while frozen; they die once thawed.
             _try_write(os.path.join(freezer, "freezer.state"), "THAWED")
+        for _ in range(100):  # anything that forked before the freeze took
+            if not _kill_pids(procs):
+                break
+            time.sleep(0.001)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,21 +112,27 @@ class HostLimits:
                 "stale_runtime_dirs_swept": self.swept,
             },
             "memory": {"enforced": True,
-                       "by": f"cgroup v{version}" if enforced else "RLIMIT_AS"},
+                       "by": f"cgroup v{version}" if enforced else "RLIMIT_AS",
+                       "reason": None},
             "pids": {"enforced": enforced,
                      "by": f"cgroup v{version}" if enforced else None,
                      "reason": None if enforced else self.cgroup_reason},
             "cpu_quota": {"enforced": cpu_quota and self.cpu_follows_memory,
                           "by": f"cgroup v{version}, {MB_PER_VCPU} MB = 1 vCPU"
                           if cpu_quota and self.cpu_follows_memory else None,
-                          "reason": None if self.cpu_follows_memory
-                          else "disabled by configuration (cpu_follows_memory=False)"},
+                          "reason": None if cpu_quota and self.cpu_follows_memory
+                          else "disabled by configuration (cpu_follows_memory=False)"
+                          if cpu_quota else (self.cgroup_reason if not enforced
+                                             else "no cpu cgroup hierarchy")},
             "oom_detection": {"enforced": enforced,
                               "by": "memory.events" if version == 2
-                              else "memory.oom_control" if enforced else None},
+                              else "memory.oom_control" if enforced else None,
+                              "reason": None if enforced else self.cgroup_reason},
             "timeout_kills_descendants": {
                 "enforced": enforced,
-                "by": "cgroup kill" if enforced else "process group only (setsid escapes)"},
+                "by": "cgroup kill" if enforced else None,
+                "reason": None if enforced else
+                f"{self.cgroup_reason}: only the process group is killed (setsid escapes)"},
             "rlimits": ["RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CPU"],
             "isolation": self.isolation.describe(),
             "root": os.geteuid() == 0,

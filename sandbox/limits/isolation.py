@@ -32,6 +32,10 @@ HOSTNAME = "sandbox"
 TIOCSTI = 0x5412
 # personality(2) flags that weaken the process (ASLR off, executable data, ...)
 PERSONALITY_FLAGS = (0x0040000, 0x0400000, 0x0100000, 0x0200000, 0x0800000)
+# clone(2) flags that make namespaces: CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
+# NEWUSER, NEWPID, NEWNET, NEWTIME.
+CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000,
+                         0x20000000, 0x40000000, 0x00000080)
 DENIED_SYSCALLS = (
     "ptrace", "process_vm_readv", "process_vm_writev",
     "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
@@ -103,7 +107,7 @@ class Isolation:
                 self.reasons[step] = "needs root (no user-namespace mode yet)"
         try:
             program, unknown = _native.seccomp_program(DENIED_SYSCALLS, [TIOCSTI],
-                                                        PERSONALITY_FLAGS)
+                                                        PERSONALITY_FLAGS, CLONE_NAMESPACE_FLAGS)
             self.seccomp_program = program
             if unknown:
                 self.reasons["seccomp"] = f"unknown here, not filtered: {', '.join(unknown)}"

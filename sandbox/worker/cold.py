@@ -3,6 +3,7 @@ the launcher zygote with its channel on fd 3 and its log on fds 1 and 2."""
 
 from __future__ import annotations
 
+from .. import _native
 from ..protocol import Channel, FdStream
 from .handler import initialize
 from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
@@ -11,6 +12,9 @@ CHANNEL_FD = 3
 
 
 def main() -> None:
+    # execve made this process dumpable again: others of its uid could read
+    # its memory through /proc until this.
+    _native.make_undumpable()
     line_buffered_stdio()
     handler, init_error, init_ms = initialize()
     channel = Channel(FdStream(CHANNEL_FD))

@@ -108,6 +108,19 @@ def _try_write(path: str, value: str) -> bool:
 _runtime_seq = itertools.count(1)
 
 
+def _keyed_counter(path: str, name: str) -> int:
+    """The value of ``name`` in a file of "key value" lines (0 when absent)."""
+    try:
+        text = _read(path)
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
+
+
 def runtime_dir_name(pid: int | None = None) -> str:
     """``rt-<pid>-<start time>-<n>``: unique per Runtime, even across pid reuse
     and with several Runtimes in one process."""
@@ -346,27 +359,17 @@ class CgroupV2(CgroupBackend):
             _write(os.path.join(d, "cpu.max"), f"{quota} {CPU_PERIOD_US}")
 
     def oom_kills(self, cgroup: EnvCgroup) -> int:
-        try:
-            text = _read(os.path.join(cgroup.dirs[""], "memory.events"))
-        except OSError:
-            return 0
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
+        return _keyed_counter(os.path.join(cgroup.dirs[""], "memory.events"), "oom_kill")
 
     def peak_file(self, cgroup: EnvCgroup) -> str | None:
         path = os.path.join(cgroup.dirs[""], "memory.peak")  # Linux 5.19+
         return path if os.path.exists(path) else None
 
     def kill(self, cgroup: EnvCgroup) -> None:
-        d = cgroup.dirs[""]
-        if not _try_write(os.path.join(d, "cgroup.kill"), "1"):  # Linux 5.14+
-            self._kill_dir("", d)
+        self._kill_dir("", cgroup.dirs[""])
 
     def _kill_dir(self, key: str, path: str) -> None:
-        if not _try_write(os.path.join(path, "cgroup.kill"), "1"):
+        if not _try_write(os.path.join(path, "cgroup.kill"), "1"):  # Linux 5.14+
             _kill_pids(os.path.join(path, "cgroup.procs"))
 
 
@@ -386,15 +389,9 @@ class CgroupV1(CgroupBackend):
             _write(os.path.join(cpu, "cpu.cfs_quota_us"), str(quota))
 
     def oom_kills(self, cgroup: EnvCgroup) -> int:
-        try:
-            text = _read(os.path.join(cgroup.dirs["memory"], "memory.oom_control"))
-        except OSError:
-            return 0
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":  # Linux 4.13+
-                return int(value)
-        return 0
+        # oom_kill in memory.oom_control needs Linux 4.13+
+        return _keyed_counter(os.path.join(cgroup.dirs["memory"], "memory.oom_control"),
+                              "oom_kill")
 
     def peak_file(self, cgroup: EnvCgroup) -> str | None:
         return os.path.join(cgroup.dirs["memory"], "memory.max_usage_in_bytes")

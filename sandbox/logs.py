@@ -59,6 +59,17 @@ def report_line(report: dict[str, Any]) -> str:
         fields.append(f"Restore Duration: {report['restore_duration_ms']:.2f} ms")
     if report.get("status") not in (None, "ok", "error"):
         fields.append(f"Status: {report['status']}")
+    # isolate-style facts after Lambda's own fields, where there are any
+    if report.get("exit_code") is not None:
+        fields.append(f"Exit Code: {report['exit_code']}")
+    if report.get("signal") is not None:
+        fields.append(f"Signal: {report['signal']}")
+    if report.get("oom_killed"):
+        fields.append("Killed By: oom")
+    elif report.get("killed_by_sandbox"):
+        fields.append("Killed By: sandbox")
+    if report.get("cpu_time_ms") is not None:
+        fields.append(f"CPU Time: {report['cpu_time_ms']:.2f} ms")
     fields.append(f"Start: {report['start']}")
     return "\t".join(fields)
 

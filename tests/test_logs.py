@@ -46,7 +46,8 @@ def test_log_file_has_start_output_end_report(runtime, actions, start):
     assert ("Restore Duration: " in report1) == (start == "snapshot")
     assert re.fullmatch(
         rf"REPORT RequestId: {r2.request_id}\tDuration: {NUM} ms\tBilled Duration: \d+ ms\t"
-        rf"Memory Size: 128 MB\tMax Memory Used: \d+ MB\tStart: warm", report2), report2
+        rf"Memory Size: 128 MB\tMax Memory Used: \d+ MB\tCPU Time: {NUM} ms\tStart: warm",
+        report2), report2
     # The REPORT figures are the report's.
     assert f"Billed Duration: {r1.report['billed_duration_ms']} ms" in report1
     assert f"Duration: {r1.report['duration_ms']:.2f} ms" in report1
@@ -171,6 +172,14 @@ def test_report_line_fields():
     assert logs.report_line(report) == (
         "REPORT RequestId: rid\tDuration: 1.23 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\t"
         "Max Memory Used: 20 MB\tStatus: timeout\tStart: warm")
+    report.update(killed_by_sandbox=True, cpu_time_ms=999.5)
+    assert logs.report_line(report).endswith(
+        "\tStatus: timeout\tKilled By: sandbox\tCPU Time: 999.50 ms\tStart: warm")
+    report.update(status="oom", killed_by_sandbox=False, oom_killed=True, signal=9)
+    assert logs.report_line(report).endswith(
+        "\tStatus: oom\tSignal: 9\tKilled By: oom\tCPU Time: 999.50 ms\tStart: warm")
+    report.update(status="exit", oom_killed=False, signal=None, exit_code=3, cpu_time_ms=None)
+    assert logs.report_line(report).endswith("\tStatus: exit\tExit Code: 3\tStart: warm")
 
 
 def test_tail_keeps_the_last_bytes():

@@ -217,12 +217,15 @@ class FunctionPool:
             if self.closed:
                 raise ServiceException(f"function {self.config.name} was updated or deleted")
             zygote = Zygote("function", self.environ("snap-start"), self.config.code,
-                            no_network=self._zygote_no_network)
+                            no_network=self._zygote_no_network,
+                            cgroup=self._new_cgroup(f"zygote-{uuid.uuid4().hex}"))
             try:
                 hello = zygote.start(INIT_TIMEOUT_S + BOOT_ALLOWANCE_S)
             except ZygoteExited as exited:
-                # INIT ended the process (os._exit, a crash): the function's error.
-                raise InitFailed(exit_document(ExitRecord(exited.wait_status), request_id),
+                # INIT ended the process (os._exit, a crash, the OOM killer): the
+                # function's error.
+                raise InitFailed(exit_document(ExitRecord(exited.wait_status), request_id,
+                                               exited.out_of_memory),
                                  None, exited.output, "snapshot") from None
             if hello.get("init_error"):
                 raise InitFailed(hello["init_error"], hello.get("init_ms"), zygote.init_output,
@@ -240,18 +243,22 @@ class FunctionPool:
             self._zygote = zygote
             return zygote
 
+    def _new_cgroup(self, name: str) -> EnvCgroup | None:
+        """A cgroup with the function's limits, when the host has cgroups."""
+        backend = self._host.cgroup
+        if backend is None:
+            return None
+        limits = self.limits
+        try:
+            return backend.create(name, Limits(limits.memory_mb * 2**20, limits.pids_max,
+                                               limits.cpu_vcpus))
+        except CgroupError as exc:
+            raise ServiceException(f"cannot create the cgroup {name}: {exc}") from exc
+
     def _isolation(self, env_id: str) -> tuple[EnvCgroup | None, list[tuple[int, int, int]]]:
         """The new environment's cgroup (when the host has them) and rlimits;
         the isolation steps are ``self.isolation``."""
-        backend = self._host.cgroup
-        cgroup = None
-        if backend is not None:
-            limits = self.limits
-            try:
-                cgroup = backend.create(f"env-{env_id}", Limits(
-                    limits.memory_mb * 2**20, limits.pids_max, limits.cpu_vcpus))
-            except CgroupError as exc:
-                raise ServiceException(f"cannot create the environment's cgroup: {exc}") from exc
+        cgroup = self._new_cgroup(f"env-{env_id}")
         return cgroup, rlimits_for(self.limits, cgroup is not None)
 
     def _start_snapshot(self, zygote: Zygote, request_id: str) -> Environment:

@@ -42,9 +42,10 @@ def new_memfd(name: str) -> int:
 class ZygoteExited(Exception):
     """The zygote process ended before its HELLO: INIT exited or crashed."""
 
-    def __init__(self, returncode: int, output: bytes) -> None:
+    def __init__(self, returncode: int, output: bytes, out_of_memory: bool) -> None:
         super().__init__(f"zygote exited with return code {returncode} during INIT")
         self.output = output
+        self.out_of_memory = out_of_memory  # the OOM killer did it (cgroup counter)
         # As a raw wait status (Popen reports a signal as a negative code).
         self.wait_status = -returncode if returncode < 0 else returncode << 8
 
@@ -58,9 +59,12 @@ class Zygote:
     """
 
     def __init__(self, mode: str, environ: Mapping[str, str], cwd: str,
-                 python: str = sys.executable, no_network: bool = False) -> None:
+                 python: str = sys.executable, no_network: bool = False,
+                 cgroup: EnvCgroup | None = None) -> None:
         self.mode = mode
         self.no_network = no_network
+        # The function's limits for INIT: the zygote joins it before INIT.
+        self.cgroup = cgroup
         self.environ = dict(environ)
         self.cwd = cwd
         self.python = python
@@ -88,18 +92,26 @@ class Zygote:
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         log_fd = new_memfd(f"zygote-{self.mode}")
+        procs_fds: list[int] = []
         try:
+            procs_fds = self.cgroup.open_procs() if self.cgroup is not None else []
             self._proc = subprocess.Popen(
                 [self.python, "-c", ZYGOTE_ENTRY, str(theirs.fileno()), self.mode,
-                 *(["--no-network"] if self.no_network else [])],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=log_fd,
-                stderr=log_fd, env=self.environ, cwd=self.cwd, start_new_session=True,
+                 *(["--no-network"] if self.no_network else []),
+                 *([f"--cgroup-fds={','.join(map(str, procs_fds))}"] if procs_fds else [])],
+                pass_fds=(theirs.fileno(), *procs_fds), stdin=subprocess.DEVNULL,
+                stdout=log_fd, stderr=log_fd, env=self.environ, cwd=self.cwd,
+                start_new_session=True,
             )
         except OSError as exc:
             ours.close()
+            os.close(log_fd)
+            self.remove_cgroup()
             raise ServiceException(f"cannot start a zygote: {exc}") from exc
         finally:
             theirs.close()
+            for fd in procs_fds:
+                os.close(fd)
         self._ctrl = ours
         self.pid = self._proc.pid
         try:
@@ -121,7 +133,7 @@ class Zygote:
                 if returncode is None:
                     text = output.decode(errors="replace")[-2000:]
                     raise ServiceException(f"zygote closed its control socket: {text}")
-                raise ZygoteExited(returncode, output)
+                raise ZygoteExited(returncode, output, self.init_out_of_memory())
             hello = decode_packet(packet)
             if hello["t"] != HELLO:
                 raise ProtocolError(f"zygote sent {hello['t']!r} before {HELLO!r}")
@@ -213,6 +225,16 @@ class Zygote:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        self.remove_cgroup()
+
+    def init_out_of_memory(self) -> bool:
+        """Whether the OOM killer acted in the zygote's cgroup (during INIT)."""
+        return self.cgroup is not None and self.cgroup.oom_kills() > 0
+
+    def remove_cgroup(self) -> None:
+        cgroup, self.cgroup = self.cgroup, None
+        if cgroup is not None:
+            cgroup.remove()
 
     def release_socket(self) -> None:
         """Closes the control socket once nothing reads it any more."""

@@ -120,6 +120,12 @@ def _become_environment(frame: dict[str, Any], handler: Handler, init_ms: float)
 def main() -> None:
     ctrl_fd = int(sys.argv[1])
     mode = sys.argv[2]
+    for arg in sys.argv[3:]:
+        if arg.startswith("--cgroup-fds="):
+            # INIT runs within the function's memory, process and CPU limits.
+            for fd in map(int, arg.partition("=")[2].split(",")):
+                os.write(fd, b"0")
+                os.close(fd)
     if "--no-network" in sys.argv[3:]:
         # network="none" holds for INIT too; the children share this namespace.
         _native.enter_network_namespace()

@@ -429,15 +429,20 @@ def loopback_listen(event):
 
 
 def loopback_connect(event):
-    client = socket.socket()
-    client.settimeout(1)
-    try:
-        client.connect(("127.0.0.1", event["port"]))
-        return "connected"
-    except OSError as exc:
-        return name(exc)
-    finally:
-        client.close()
+    # Refused may only mean the listener is not up yet: retry until retry_s.
+    give_up = time.monotonic() + event.get("retry_s", 0)
+    while True:
+        client = socket.socket()
+        client.settimeout(1)
+        try:
+            client.connect(("127.0.0.1", event["port"]))
+            return "connected"
+        except OSError as exc:
+            if exc.errno != errno.ECONNREFUSED or time.monotonic() > give_up:
+                return name(exc)
+        finally:
+            client.close()
+        time.sleep(0.02)
 
 
 def read_only(event):
@@ -1037,14 +1042,14 @@ def test_init_out_of_memory_is_reported(runtime, kind):
 def test_loopback_of_another_environment_is_not_reachable(runtime, kind):
     isolation_step(runtime, "network")
     fn = adversary(runtime, start=kind, timeout_s=5)
+    runtime.invoke(fn, {})  # the zygote (or launcher) is up before the race starts
     port = 20000 + os.getpid() % 20000
     holder = threading.Thread(target=lambda: runtime.invoke(
-        fn, {"a": "loopback_listen", "port": port, "seconds": 2.0}))
+        fn, {"a": "loopback_listen", "port": port, "seconds": 3.0}))
     holder.start()
     try:
         assert wait_for(lambda: runtime.stats(fn)["busy"] == 1)
-        time.sleep(0.2)
-        r = runtime.invoke(fn, {"a": "loopback_connect", "port": port})
+        r = runtime.invoke(fn, {"a": "loopback_connect", "port": port, "retry_s": 2.0})
     finally:
         holder.join()
     assert r.payload == "ECONNREFUSED"

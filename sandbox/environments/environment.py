@@ -115,13 +115,9 @@ class Environment:
             except ProcessLookupError:
                 pass
 
-    def kill_group(self) -> None:
-        """Kills the environment and everything in its process group now."""
-        self.signal_group(signal.SIGKILL)
-
     def kill(self) -> None:
-        """Kills the process group and drops the dispatcher's ends."""
-        self.kill_group()
+        """Kills the whole environment and drops the dispatcher's ends."""
+        self.kill_all()
         self.close()
 
     def close(self) -> None:
@@ -149,4 +145,4 @@ class Environment:
         cgroup = self.cgroup
         if cgroup is not None:
             cgroup.kill()
-        self.kill_group()
+        self.signal_group(signal.SIGKILL)

@@ -2,7 +2,8 @@
 
 A function error is a result, not an exception: ``function_error`` is
 "Unhandled" and ``payload`` is the error document, as in Lambda. The
-invocation's deadline kills the environment's whole process group.
+invocation's deadline kills the whole environment: its cgroup (descendants
+included) and its process group.
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ class InvokeResult:
                 f"raw_payload={self.raw_payload[:200]!r})")
 
 
+def _new_report(request_id: str, start: str, **fields: Any) -> dict[str, Any]:
+    """A report with every isolate-style fact at its "nothing happened" value."""
+    report: dict[str, Any] = {
+        "request_id": request_id, "start": start, "init_duration_ms": None,
+        "restore_duration_ms": None, "wall_time_ms": None, "cpu_time_ms": None,
+        "oom_killed": False, "killed_by_sandbox": False, "exit_code": None, "signal": None,
+    }
+    report.update(fields)
+    return report
+
+
 def _mb(kilobytes: int) -> int:
     return max(1, math.ceil(kilobytes / 1024))
 
@@ -111,14 +123,11 @@ def _init_failure(log: FunctionLog, pool: FunctionPool, request_id: str,
     document = dict(failure.document)
     document.setdefault("requestId", request_id)
     out_of_memory = document.get("errorType") == ERROR_OUT_OF_MEMORY
-    report = {"request_id": request_id, "duration_ms": failure.init_ms or 0.0,
-              "max_memory_used_mb": pool.config.memory_mb if out_of_memory else 0,
-              "init_duration_ms": failure.init_ms,
-              "restore_duration_ms": None, "start": failure.start_kind,
-              "status": "oom" if out_of_memory else "init_error",
-              "wall_time_ms": None, "cpu_time_ms": None,
-              "oom_killed": out_of_memory, "killed_by_sandbox": False, "exit_code": None,
-              "signal": None}
+    report = _new_report(
+        request_id, failure.start_kind, duration_ms=failure.init_ms or 0.0,
+        max_memory_used_mb=pool.config.memory_mb if out_of_memory else 0,
+        init_duration_ms=failure.init_ms, status="oom" if out_of_memory else "init_error",
+        oom_killed=out_of_memory)
     return _finish(log, pool, request_id, json.dumps(document).encode(), True,
                    failure.output, report)
 
@@ -157,14 +166,10 @@ def invoke(pool: FunctionPool, log: FunctionLog, request_id: str, event: bytes, 
         status = "timeout"
     except (OSError, ProtocolError):
         status = "crashed"
-    wall_ms = (time.monotonic() - started) * 1000.0
-    report: dict[str, Any] = {
-        "request_id": request_id, "start": env.start_kind,
-        "init_duration_ms": env.init_ms if first else None,
-        "restore_duration_ms": env.restore_ms if first else None,
-        "wall_time_ms": wall_ms, "oom_killed": False, "killed_by_sandbox": False,
-        "exit_code": None, "signal": None,
-    }
+    report = _new_report(
+        request_id, env.start_kind, init_duration_ms=env.init_ms if first else None,
+        restore_duration_ms=env.restore_ms if first else None,
+        wall_time_ms=(time.monotonic() - started) * 1000.0)
     if reply is not None and status == "ok":
         output = env.take_output()
         env.cpu_s = reply["cpu_s"]

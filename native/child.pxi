@@ -24,6 +24,9 @@ cdef extern from "isolation.h" nogil:
         const char *tmp_options
         char **keep_paths
         int n_keep_paths
+        char **mask_paths
+        int n_mask_paths
+        int mount_proc
         const char *hostname
         int loopback_up
         int drop_capabilities
@@ -31,6 +34,7 @@ cdef extern from "isolation.h" nogil:
         unsigned int uid
         unsigned int gid
         int no_new_privs
+        int undumpable
         sock_fprog *seccomp
     int unshare(int flags)
     int sethostname(const char *name, size_t len)
@@ -40,6 +44,7 @@ cdef extern from "isolation.h" nogil:
     int sandbox_drop_capabilities()
     int sandbox_isolate_ids(const sandbox_isolation *iso)
     int sandbox_load_seccomp(const sandbox_isolation *iso)
+    int SANDBOX_MAX_KEEP_PATHS
     int PR_SET_NO_NEW_PRIVS
     int PR_SET_DUMPABLE
 
@@ -143,10 +148,11 @@ cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogi
         _report_and_exit(err_fd, errno, STAGE_IDS)
     if iso.no_new_privs and prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         _report_and_exit(err_fd, errno, STAGE_NO_NEW_PRIVS)
-    # Not dumpable: processes of the same uid without CAP_SYS_PTRACE (other
-    # environments) cannot open its /proc/<pid>/mem, root, environ or fds.
-    # execve resets this; a cold environment sets it again first thing.
-    if iso.drop_capabilities and prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+    # Not dumpable where environments share a uid: processes of the same uid
+    # without CAP_SYS_PTRACE (other environments) cannot open its
+    # /proc/<pid>/mem, root, environ or fds. execve resets this; a cold
+    # environment sets it again first thing.
+    if iso.undumpable and prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         _report_and_exit(err_fd, errno, STAGE_CAPABILITIES)
 
 
@@ -184,6 +190,12 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
         if setrlimit(limits.rlimit_resources[i], &limits.rlimit_values[i]) != 0:
             _report_and_exit(err_fd, errno, STAGE_RLIMIT)
     _child_isolate(err_fd, iso)
+    if iso.switch_ids:
+        # A change of credentials cleared the parent-death signal: arm it again.
+        if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
+            _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
+        if getppid() != zygote_pid:
+            _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
 
     c = fcntl(chan_fd, F_DUPFD, <int>SCRATCH_FD)
     l = fcntl(log_fd, F_DUPFD, <int>SCRATCH_FD)

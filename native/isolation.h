@@ -41,8 +41,13 @@ typedef struct {
     int unshare_flags;           /* CLONE_NEW* for this child alone */
     int private_mounts;          /* a mount namespace of its own is set up */
     const char *tmp_options;     /* tmpfs options for /tmp and /dev/shm */
-    char **keep_paths;           /* directories under /tmp to stay visible (writable copies) */
+    char **keep_paths;           /* directories under /tmp or a mask to stay visible
+                                    (writable copies: mkdir -p edits them in place) */
     int n_keep_paths;
+    char **mask_paths;           /* directories others may not enter, covered by an
+                                    empty read-only tmpfs (keep paths under them return) */
+    int n_mask_paths;
+    int mount_proc;              /* a fresh /proc showing only processes it may ptrace */
     const char *hostname;        /* NULL: keep */
     int loopback_up;             /* bring "lo" up in a new network namespace */
     int drop_capabilities;
@@ -50,8 +55,13 @@ typedef struct {
     uid_t uid;
     gid_t gid;
     int no_new_privs;
+    int undumpable;              /* PR_SET_DUMPABLE 0 (environments share a uid) */
     struct sock_fprog *seccomp;  /* NULL: no filter */
 } sandbox_isolation;
+
+#define SANDBOX_MAX_KEEP_PATHS 16
+#define SANDBOX_MASK_OPTIONS "size=64k,nr_inodes=1024,mode=0755"
+
 
 struct sandbox_mount_attr {
     unsigned long long attr_set;
@@ -94,13 +104,17 @@ static int sandbox_expose(char *path, int fd) {
 }
 
 /* The whole filesystem read-only, then fresh writable tmpfs on /tmp and
- * /dev/shm that no other environment can see. Directories the environment
- * needs that live under /tmp (its code, the interpreter of a checkout in
- * /tmp) are bound back, read-only, at their own paths. */
+ * /dev/shm that no other environment can see. Directories that others may not
+ * enter (/root holding the interpreter, say) are covered by an empty read-only
+ * tmpfs, which also hides the rest of them. Directories the environment needs
+ * under /tmp or a mask (its code, the interpreter) are bound back, read-only,
+ * at their own paths. Last, a /proc of its own that lists only the processes
+ * it may ptrace (hidepid=2), so that it sees no other environment. */
 static int sandbox_setup_mounts(const sandbox_isolation *iso) {
     struct sandbox_mount_attr attr;
-    int fds[8];
-    int i, n = iso->n_keep_paths < 8 ? iso->n_keep_paths : 8;
+    int fds[SANDBOX_MAX_KEEP_PATHS];
+    int i, n = iso->n_keep_paths < SANDBOX_MAX_KEEP_PATHS ? iso->n_keep_paths
+                                                          : SANDBOX_MAX_KEEP_PATHS;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
         return -1;
     for (i = 0; i < n; i++) {
@@ -114,14 +128,27 @@ static int sandbox_setup_mounts(const sandbox_isolation *iso) {
         return -1;
     if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, iso->tmp_options) != 0)
         return -1;
+    for (i = 0; i < iso->n_mask_paths; i++) {
+        if (mount("tmpfs", iso->mask_paths[i], "tmpfs", MS_NOSUID | MS_NODEV,
+                  SANDBOX_MASK_OPTIONS) != 0)
+            return -1;
+    }
     for (i = 0; i < n; i++) {
         if (sandbox_expose(iso->keep_paths[i], fds[i]) != 0)
             return -1;
         close(fds[i]);
     }
+    for (i = 0; i < iso->n_mask_paths; i++) {
+        if (mount(NULL, iso->mask_paths[i], NULL,
+                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+            return -1;
+    }
     if (access("/dev/shm", F_OK) == 0 &&
         mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
               iso->tmp_options) != 0)
+        return -1;
+    if (iso->mount_proc &&
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") != 0)
         return -1;
     return 0;
 }

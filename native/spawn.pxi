@@ -44,6 +44,11 @@ cdef void _free_limits(ChildLimits *limits) noexcept:
     PyMem_Free(limits.rlimit_values)
 
 
+cdef void _free_isolation(sandbox_isolation *iso) noexcept:
+    PyMem_Free(iso.keep_paths)
+    PyMem_Free(iso.mask_paths)
+
+
 cdef rlim_t _rlim(object value) except? 0:
     """An rlimit value; None or -1 means unlimited."""
     if value is None or value == -1:
@@ -88,11 +93,25 @@ cdef object _prepare_isolation(sandbox_isolation *iso, sock_fprog *prog, object 
     options = _os.fsencode(spec.get("tmp_options") or "mode=1777")
     keepalive.append(options)
     iso.tmp_options = <const char *>options
-    keep = [p for p in spec.get("keep_paths") or () if p.startswith("/tmp/")][:8]
+    masks = list(spec.get("mask_paths") or ())
+    keep = list(spec.get("keep_paths") or ())
+    if len(keep) > SANDBOX_MAX_KEEP_PATHS:
+        raise ValueError(f"at most {SANDBOX_MAX_KEEP_PATHS} keep_paths, got {len(keep)}")
+    for path in keep:
+        if not path.startswith("/tmp/") and not any(path.startswith(m + "/") for m in masks):
+            raise ValueError(f"keep path {path!r} is under neither /tmp nor a mask path")
+    for path in masks:
+        if not path.startswith("/") or path in ("/", "/tmp", "/proc"):
+            raise ValueError(f"cannot mask {path!r}")
     if keep:
         # Writable copies: the child writes into these buffers (mkdir -p).
         iso.keep_paths = _to_cstring_array([bytearray(_os.fsencode(p)) for p in keep], keepalive)
         iso.n_keep_paths = len(keep)
+    if masks:
+        iso.mask_paths = _to_cstring_array(masks, keepalive)
+        iso.n_mask_paths = len(masks)
+    iso.mount_proc = bool(spec.get("mount_proc"))
+    iso.undumpable = bool(spec.get("undumpable"))
     hostname = spec.get("hostname")
     if hostname:
         name = hostname.encode()
@@ -125,8 +144,9 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     with this process, writes itself into each of ``cgroup_fds`` (open
     ``cgroup.procs`` files) and applies ``rlimits`` (``(resource, soft,
     hard)`` triples), then takes the ``isolation`` steps (a mapping: unshare
-    flags, private_mounts, tmp_options, hostname, loopback_up,
-    drop_capabilities, uid and gid, no_new_privs, seccomp program bytes).
+    flags, private_mounts, tmp_options, keep_paths, mask_paths, mount_proc,
+    hostname, loopback_up, drop_capabilities, uid and gid, no_new_privs,
+    undumpable, seccomp program bytes).
     Without ``exec_argv`` the child returns 0 and goes on
     running this interpreter (a snapshot start); with it, the child execs
     ``exec_argv`` with environment ``exec_env`` (a cold start).
@@ -173,7 +193,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     try:
         _prepare_isolation(&iso, &prog, isolation, keepalive)
     except BaseException:
-        PyMem_Free(iso.keep_paths)
+        _free_isolation(&iso)
         _free_limits(&limits)
         raise
     if do_exec:
@@ -183,7 +203,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
                 [f"{k}={v}" for k, v in (exec_env or {}).items()], keepalive)
         except BaseException:
             PyMem_Free(argv)
-            PyMem_Free(iso.keep_paths)
+            _free_isolation(&iso)
             _free_limits(&limits)
             raise
     try:
@@ -209,7 +229,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     finally:
         PyMem_Free(argv)
         PyMem_Free(envp)
-        PyMem_Free(iso.keep_paths)
+        _free_isolation(&iso)
         _free_limits(&limits)
     if pid < 0:
         close(pipefd[0])

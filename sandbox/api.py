@@ -82,6 +82,10 @@ class Runtime:
             proportion to its memory (1,769 MB = one vCPU; 128 MB is 7 % of
             one, which makes a cold start about ten times slower); False
             leaves CPU unlimited.
+        user: None gives every environment a uid and gid of its own, leased
+            from a host-wide range (so environments cannot signal or read one
+            another, and RLIMIT_NPROC counts each alone); a user name runs
+            every environment as that user instead.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Runtime:
         cgroups: bool | None = None,
         isolation: bool = True,
         cpu_follows_memory: bool = True,
+        user: str | None = None,
     ) -> None:
         if idle_timeout_s <= 0:
             raise InvalidParameterValueException(
@@ -123,7 +128,7 @@ class Runtime:
         self._launcher_lock = threading.Lock()
         self._closed = False
         self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"))
-        self._host = HostLimits(cgroups, isolation, cpu_follows_memory)
+        self._host = HostLimits(cgroups, isolation, cpu_follows_memory, user)
         self._supervisor = Supervisor()
         for record in self._store.list_functions():
             config = FunctionConfig.from_record(record)

@@ -23,6 +23,7 @@ def _doctor_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"{mark(item['enforced'])} {key:26} {item.get('by') or ''} {why}".rstrip())
     for step, item in report["isolation"].items():
         lines.append(f"{mark(item['enforced'])} {step:26} {item['reason'] or ''}".rstrip())
+    lines.append(f"    run as                     {report['run_as']}")
     lines.append(f"    rlimits                    {', '.join(report['rlimits'])}")
     return lines
 

@@ -621,11 +621,14 @@ def test_fork_bomb_is_contained(runtime, start):
         done.set()
         watcher.join()
     assert_timeout(r, 3)
-    # Contained: the count reached pids.max and forks beyond it were refused
-    # (the handler's own fork failing shows as EAGAIN when it got the CPU to try).
+    # Contained: the count reached pids.max and forks beyond it were refused,
+    # by the cgroup or, where the environment has a uid of its own, first by
+    # RLIMIT_NPROC at the same count (the handler's own fork failing shows as
+    # EAGAIN when it got the CPU to try).
     assert seen["max"] == 1024
     assert seen["current"] == 1024, seen
-    assert seen["refused"] > 0, seen
+    if "RLIMIT_NPROC" not in runtime.capabilities()["rlimits"]:
+        assert seen["refused"] > 0, seen
     if "fork failed" in r.log_tail:
         assert "fork failed: BlockingIOError EAGAIN" in r.log_tail
     # Nothing of it is left, wherever its processes were reparented.
@@ -967,10 +970,11 @@ def test_memory_of_another_environment_is_not_readable(runtime, start):
     assert str(other) not in peek.payload, f"read the heap of environment {other}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: no pid namespace and uid 0 kept: a handler may signal any uid-0 process of the "
-    "host, the dispatcher included (kill(2) needs only a matching uid, no capability)"))
 def test_handler_cannot_signal_the_dispatcher(runtime, start):
+    uid = runtime.capabilities()["isolation"]["uid"]
+    if not uid["enforced"]:
+        pytest.xfail(f"KNOWN: environments keep uid 0 here ({uid['reason']}) and there is no "
+                     "pid namespace: kill(2) needs only a matching uid")
     fn = adversary(runtime, start=start)
     r = runtime.invoke(fn, {"a": "signal_pid", "pid": os.getpid()})
     assert r.payload in ("EPERM", "ESRCH")

@@ -17,9 +17,10 @@ import socket
 import stat
 import struct
 import tempfile
+import threading
 
 import pytest
-from conftest import make_function
+from conftest import make_function, wait_for
 
 from sandbox import Runtime, _native
 from sandbox.limits import EnvironmentLimits, rlimits_for
@@ -35,9 +36,11 @@ from sandbox.limits.isolation import (
     STEPS,
     TIOCSTI,
     Isolation,
+    plan_paths,
     readable_by_others,
     runtime_paths,
 )
+from sandbox.limits.uids import DEFAULT_UID_BASE, DEFAULT_UID_COUNT
 
 MIB = 1024 * 1024
 ZERO_CAPS = "0000000000000000"
@@ -69,13 +72,20 @@ def handler(event, context):
         "root_read_only": bool(st.f_flag & os.ST_RDONLY),
         "rlimits": rlimits,
         "cgroup": cgroup,
+        "pid": os.getpid(),
+        "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "masked": {m: sorted(os.listdir(m)) for m in event.get("masks", ())},
     }
 '''
 
 
-def probe(rt: Runtime, name: str = "probe", **config) -> dict:
+def own_uid(uid: int) -> bool:
+    return DEFAULT_UID_BASE <= uid < DEFAULT_UID_BASE + DEFAULT_UID_COUNT
+
+
+def probe(rt: Runtime, name: str = "probe", event: dict | None = None, **config) -> dict:
     make_function(rt, name, PROBE, **config)
-    r = rt.invoke(name)
+    r = rt.invoke(name, event or {})
     assert r.function_error is None, r.payload
     return r.payload
 
@@ -102,7 +112,11 @@ def test_capabilities_cgroup_on_this_host(runtime):
                                      "reason": None}
     assert caps["timeout_kills_descendants"] == {"enforced": True, "by": "cgroup kill",
                                                  "reason": None}
-    assert caps["rlimits"] == ["RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CPU"]
+    # Every environment has a uid of its own here, so RLIMIT_NPROC is its alone.
+    assert caps["rlimits"] == ["RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CPU",
+                               "RLIMIT_NPROC"]
+    assert caps["run_as"] == (f"a uid and gid of its own, leased from {DEFAULT_UID_BASE}.."
+                              f"{DEFAULT_UID_BASE + DEFAULT_UID_COUNT - 1}")
     assert caps["root"] is (os.geteuid() == 0)
 
 
@@ -119,13 +133,15 @@ def test_capabilities_every_isolation_step_with_a_reason(runtime):
 
 
 def test_capabilities_uid_follows_the_readability_of_the_runtime(runtime):
+    """Directories others may not enter are covered in the environment's mount
+    namespace; only a runtime path unreadable itself keeps uid 0."""
     uid = runtime.capabilities()["isolation"]["uid"]
-    unreadable = next((p for p in map(readable_by_others, runtime_paths()) if p), None)
+    _, masks, unreadable = plan_paths(runtime_paths())
     if unreadable is None:
         assert uid == {"enforced": True, "reason": None}
     else:
         assert uid["enforced"] is False
-        assert uid["reason"] == (f"{unreadable} is not readable by uid 65534: environments "
+        assert uid["reason"] == (f"{unreadable} is not readable by other users: environments "
                                  "keep uid 0 with no capabilities")
 
 
@@ -151,7 +167,9 @@ def test_every_reported_step_holds_in_the_environment(runtime, start):
         for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
             assert status[key] == ZERO_CAPS, key
     if steps["uid"]:
-        assert got["uid"] == 65534 and status["Uid"] == "\t".join(["65534"] * 4)
+        uid = got["uid"]
+        assert own_uid(uid) and got["gid"] == uid
+        assert status["Uid"] == status["Gid"] == "\t".join([str(uid)] * 4)
         assert status["Groups"] == ""
     else:
         # Reported not enforced: the environment really keeps uid 0 ...
@@ -176,8 +194,9 @@ def test_environment_has_its_own_pid_namespace(runtime, start):
 def test_rlimits_reported_are_applied(runtime, start):
     got = probe(runtime, start=start, memory_mb=128)
     limits = got["rlimits"]
+    own = "RLIMIT_NPROC" in runtime.capabilities()["rlimits"]
     expected = {resource_name(r): [soft, hard]
-                for r, soft, hard in rlimits_for(EnvironmentLimits.for_memory(128), True)}
+                for r, soft, hard in rlimits_for(EnvironmentLimits.for_memory(128), True, own)}
     assert set(runtime.capabilities()["rlimits"]) <= set(expected)
     for name, value in expected.items():
         assert limits[name] == value, name
@@ -187,6 +206,7 @@ def test_rlimits_reported_are_applied(runtime, start):
     assert limits["RLIMIT_CPU"] == [CPU_BACKSTOP_S, CPU_BACKSTOP_S + 5]
     # The memory cgroup is the memory limit: no address-space limit on top.
     assert limits["RLIMIT_AS"] == [resource.RLIM_INFINITY, resource.RLIM_INFINITY]
+    assert limits["RLIMIT_NPROC"] == [PIDS_MAX, PIDS_MAX]
     assert "/sandbox/rt-" in got["cgroup"]
 
 
@@ -318,26 +338,53 @@ def test_spec_tmp_size_and_kept_paths(iso, tmp_path):
     assert str(code.resolve()) in spec["keep_paths"]
     assert str(extra.resolve()) in spec["keep_paths"]
     assert "/usr/lib" not in spec["keep_paths"]
-    assert all(p.startswith("/tmp/") for p in spec["keep_paths"])
+    # Kept are what the private /tmp or a covered directory would hide.
+    assert all(p.startswith("/tmp/") or any(p.startswith(m + "/") for m in spec["mask_paths"])
+               for p in spec["keep_paths"])
 
 
 def test_spec_switches_uid_only_where_the_code_is_readable(iso, tmp_path):
-    forced = Isolation.__new__(Isolation)
-    forced.__dict__.update(iso.__dict__)
-    forced.supported = dict(iso.supported, uid=True)
+    if not iso.supported["uid"]:
+        assert iso.spec(code_dir="/")["uid_per_environment"] is False
+        assert iso.spec(code_dir="/")["uid"] is None  # never switched when not supported
+        return
     readable = tempfile.mkdtemp(dir="/tmp")
     try:
         os.chmod(readable, 0o755)
         assert readable_by_others(readable) is None
-        spec = forced.spec(code_dir=readable)
-        assert (spec["uid"], spec["gid"]) == (forced.uid, forced.gid)
+        spec = iso.spec(code_dir=readable)
+        assert spec["uid_per_environment"] is True
+        assert spec["uid"] is None and spec["undumpable"] is False  # the lease fills it in
         private = os.path.join(readable, "private")
         os.mkdir(private, 0o700)
-        assert forced.spec(code_dir=private)["uid"] is None
+        spec = iso.spec(code_dir=private)
+        assert spec["uid_per_environment"] is False and spec["uid"] is None
+        assert spec["mask_paths"] == [] and spec["undumpable"] is True
     finally:
         shutil.rmtree(readable)
-    if not iso.supported["uid"]:
-        assert iso.spec(code_dir="/")["uid"] is None  # never switched when not supported
+
+
+def test_plan_paths_covers_directories_others_may_not_enter(tmp_path):
+    locked = tmp_path / "locked"
+    inner = locked / "a" / "b"
+    inner.mkdir(parents=True)
+    closed = locked / "closed"
+    closed.mkdir(mode=0o700)
+    os.chmod(locked, 0o700)
+    keep, masks, unreadable = plan_paths([str(inner), "/usr/lib", "/nonexistent"])
+    # Under /tmp: the private /tmp already hides it, so it is bound back there.
+    assert (keep, masks, unreadable) == ([str(inner)], [], None)
+    keep, masks, unreadable = plan_paths([str(closed)])
+    assert unreadable == str(closed)
+    if readable_by_others("/root") is not None and os.path.isdir("/root"):
+        os.makedirs("/root/.sandbox-test/x/y", exist_ok=True)
+        os.chmod("/root/.sandbox-test/x", 0o755)
+        try:
+            keep, masks, unreadable = plan_paths(
+                ["/root/.sandbox-test/x/y", "/root/.sandbox-test/x", "/usr/lib"])
+            assert (keep, masks, unreadable) == (["/root/.sandbox-test/x"], ["/root"], None)
+        finally:
+            shutil.rmtree("/root/.sandbox-test")
 
 
 def test_spec_seccomp_program_is_the_probed_one(iso):
@@ -442,3 +489,47 @@ def test_isolation_reports_unknown_syscall_names(monkeypatch):
     assert iso.reasons["seccomp"] == "unknown here, not filtered: no_such_syscall"
     assert iso.describe()["seccomp"] == {
         "enforced": True, "reason": "unknown here, not filtered: no_such_syscall"}
+
+
+# -- a uid of its own ------------------------------------------------------------------------
+def test_environments_run_as_distinct_uids_returned_when_they_end(runtime, start):
+    if "RLIMIT_NPROC" not in runtime.capabilities()["rlimits"]:
+        pytest.skip(f"no per-environment uids here: {runtime.capabilities()['run_as']}")
+    make_function(runtime, "who", "import os, time\n"
+                  "def handler(event, context):\n"
+                  "    time.sleep(event.get('s', 0))\n"
+                  "    return os.getuid()\n", start=start)
+    uids = runtime._host.isolation.uids
+    assert uids is not None
+    held: dict[int, int] = {}
+    threads = [threading.Thread(target=lambda i=i: held.__setitem__(
+        i, runtime.invoke("who", {"s": 0.5}).payload)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(held.values())) == 3 and all(map(own_uid, held.values())), held
+    assert uids.leased == 3
+    runtime.shutdown_idle("who", wait=True)
+    assert wait_for(lambda: uids.leased == 0, 3), uids.leased
+
+
+def test_proc_lists_only_the_environments_own_processes(runtime, start):
+    if not runtime._host.isolation.proc_hidepid or "RLIMIT_NPROC" not in \
+            runtime.capabilities()["rlimits"]:
+        pytest.skip("no per-environment uid or no per-mount /proc options here")
+    got = probe(runtime, start=start)
+    assert got["procs"] == [got["pid"]]
+
+
+def test_directories_others_may_not_enter_show_only_what_the_environment_reads(runtime,
+                                                                                start):
+    _, masks, _ = plan_paths(runtime_paths())
+    if not masks:
+        pytest.skip("every runtime directory is open to other users here")
+    keep, _, _ = plan_paths(runtime_paths())
+    got = probe(runtime, start=start, event={"masks": masks})
+    for mask in masks:
+        expected = sorted({k[len(mask) + 1:].split("/")[0] for k in keep
+                           if k.startswith(mask + "/")})
+        assert got["masked"][mask] == expected, mask

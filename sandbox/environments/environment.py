@@ -7,9 +7,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..limits.cgroups import EnvCgroup
+from ..limits.uids import UidLease
 from ..protocol import Channel
 
 # Output beyond this per invocation is dropped from the front (the tail is kept).
@@ -41,6 +43,18 @@ class ExitRecord:
         return f"wait status {self.status:#x}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a new environment runs: the cgroup it joins and the rlimits and
+    isolation steps it takes before any function code, and the uid lease it
+    holds until its last process is gone."""
+
+    cgroup: EnvCgroup | None = None
+    rlimits: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    isolation: Mapping[str, Any] | None = None
+    uid_lease: UidLease | None = None
+
+
 class EnvironmentLost(Exception):
     """The environment's channel broke or it exited while in use."""
 
@@ -55,11 +69,12 @@ class Environment:
     __slots__ = (
         "env_id", "pid", "channel", "log_fd", "zygote", "start_kind", "init_ms",
         "restore_ms", "generation", "last_used", "invocations", "exit_record", "_exited",
-        "_closed", "cgroup", "_cleanup_lock", "cpu_s",
+        "_closed", "cgroup", "uid_lease", "_cleanup_lock", "cpu_s",
     )
 
     def __init__(self, env_id: str, channel: Channel, log_fd: int, zygote: Any,
-                 start_kind: str, generation: int, cgroup: EnvCgroup | None = None) -> None:
+                 start_kind: str, generation: int, cgroup: EnvCgroup | None = None,
+                 uid_lease: UidLease | None = None) -> None:
         self.env_id = env_id
         self.pid = 0
         self.channel = channel
@@ -75,6 +90,7 @@ class Environment:
         self._exited = threading.Event()
         self._closed = False
         self.cgroup = cgroup
+        self.uid_lease = uid_lease
         self._cleanup_lock = threading.Lock()
         self.cpu_s = 0.0  # CPU time the process has used, as of its last RESULT
 
@@ -131,13 +147,18 @@ class Environment:
 
     def _cleanup(self) -> None:
         """Removes the cgroup once the process has exited and the dispatcher is
-        done reading its counters: whichever of the two comes last does it."""
+        done reading its counters (whichever of the two comes last does it),
+        then returns its uid: no process of it can remain to meet the next
+        environment that gets the uid."""
         with self._cleanup_lock:
-            cgroup = self.cgroup
-            if cgroup is None or not (self._closed and self._exited.is_set()):
+            if not (self._closed and self._exited.is_set()):
                 return
-            self.cgroup = None
-        cgroup.remove()
+            cgroup, lease = self.cgroup, self.uid_lease
+            self.cgroup = self.uid_lease = None
+        if cgroup is not None:
+            cgroup.remove()
+        if lease is not None:
+            lease.release()
 
     def kill_all(self) -> None:
         """Kills the whole environment: its cgroup (descendants that left the

@@ -29,7 +29,7 @@ from ..limits import EnvironmentLimits, HostLimits, rlimits_for
 from ..limits.cgroups import CgroupError, EnvCgroup, Limits
 from ..limits.isolation import CLONE_NEWNET
 from ..protocol import READY, check_version
-from .environment import Environment, ExitRecord
+from .environment import Environment, ExitRecord, Placement
 from .supervisor import Supervisor
 from .zygote import Zygote, ZygoteExited
 
@@ -255,18 +255,28 @@ class FunctionPool:
         except CgroupError as exc:
             raise ServiceException(f"cannot create the cgroup {name}: {exc}") from exc
 
-    def _isolation(self, env_id: str) -> tuple[EnvCgroup | None, list[tuple[int, int, int]]]:
-        """The new environment's cgroup (when the host has them) and rlimits;
-        the isolation steps are ``self.isolation``."""
-        cgroup = self._new_cgroup(f"env-{env_id}")
-        return cgroup, rlimits_for(self.limits, cgroup is not None)
+    def _placement(self, env_id: str, isolation: dict[str, Any]) -> Placement:
+        """The new environment's uid (when each has its own), cgroup (when the
+        host has them), rlimits and isolation steps."""
+        lease = (self._host.isolation.lease_uid() if isolation["uid_per_environment"]
+                 else None)
+        try:
+            cgroup = self._new_cgroup(f"env-{env_id}")
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        if lease is not None:
+            isolation = dict(isolation, uid=lease.uid, gid=lease.uid)
+        return Placement(cgroup, rlimits_for(self.limits, cgroup is not None, lease is not None),
+                         isolation, lease)
 
     def _start_snapshot(self, zygote: Zygote, request_id: str) -> Environment:
         started = time.monotonic()
         env_id = uuid.uuid4().hex
-        cgroup, rlimits = self._isolation(env_id)
+        placement = self._placement(env_id, self._snapshot_isolation)
         env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id),
-                           cgroup=cgroup, rlimits=rlimits, isolation=self._snapshot_isolation)
+                           placement=placement)
         self._await_ready(env, started + SNAPSHOT_READY_TIMEOUT_S, request_id)
         env.restore_ms = (time.monotonic() - started) * 1000.0
         env.init_ms = zygote.hello.get("init_ms")
@@ -277,9 +287,10 @@ class FunctionPool:
         env_id = uuid.uuid4().hex
         environ = self.environ("on-demand")
         environ.update(self._stream_environ(env_id))
-        cgroup, rlimits = self._isolation(env_id)
-        env = launcher.spawn(env_id, self.generation, "cold", environ, launcher.cold_argv(),
-                             cgroup=cgroup, rlimits=rlimits, isolation=self.isolation)
+        placement = self._placement(env_id, self.isolation)
+        env = launcher.spawn(env_id, self.generation, "cold", environ,
+                             launcher.cold_argv(undumpable=self.isolation["undumpable"]),
+                             placement=placement)
         self._await_ready(env, time.monotonic() + INIT_TIMEOUT_S + BOOT_ALLOWANCE_S, request_id)
         return env
 

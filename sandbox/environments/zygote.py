@@ -23,7 +23,7 @@ from ..protocol import (
     decode_packet,
     encode,
 )
-from .environment import Environment, ExitRecord
+from .environment import Environment, ExitRecord, Placement
 
 ZYGOTE_ENTRY = "from sandbox.worker.zygote import main; main()"
 COLD_ENTRY = "from sandbox.worker.cold import main; main()"
@@ -161,25 +161,28 @@ class Zygote:
 
     def spawn(self, env_id: str, generation: int, start_kind: str,
               environ: Mapping[str, str] | None, exec_argv: list[str] | None = None,
-              cgroup: EnvCgroup | None = None,
-              rlimits: list[tuple[int, int, int]] | None = None,
-              isolation: Mapping[str, Any] | None = None) -> Environment:
+              placement: Placement | None = None) -> Environment:
         """Asks the zygote to fork an environment; does not wait for READY.
 
         ``environ`` is the whole environment of an exec'd (cold) child, or the
         variables a snapshot child adds to the zygote's own. The child joins
-        ``cgroup`` and applies ``rlimits`` before any function code runs.
+        the placement's cgroup and takes its rlimits and isolation steps
+        before any function code runs; the environment owns the placement's
+        cgroup and uid lease from here on, also when this fails.
 
         Raises:
             ServiceException: the zygote is gone.
         """
+        placement = placement or Placement()
+        cgroup = placement.cgroup
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_fd = new_memfd(f"env-{env_id}")
         frame = {"t": SPAWN, "env": env_id, "exec": exec_argv,
                  "environ": dict(environ) if environ else None,
-                 "rlimits": [list(r) for r in rlimits or ()], "isolation": isolation}
+                 "rlimits": [list(r) for r in placement.rlimits],
+                 "isolation": placement.isolation}
         env = Environment(env_id, Channel(ours, MAX_SYNC_FRAME), log_fd, self, start_kind,
-                          generation, cgroup)
+                          generation, cgroup, placement.uid_lease)
         try:
             procs_fds = cgroup.open_procs() if cgroup is not None else []
         except OSError as exc:
@@ -205,8 +208,10 @@ class Zygote:
                 os.close(fd)
         return env
 
-    def cold_argv(self) -> list[str]:
-        return [self.python, "-c", COLD_ENTRY]
+    def cold_argv(self, undumpable: bool = False) -> list[str]:
+        """The command of a cold environment; ``undumpable`` when it shares its
+        uid with others (execve makes a process dumpable again)."""
+        return [self.python, "-c", COLD_ENTRY, *(["--undumpable"] if undumpable else [])]
 
     def close(self, grace_s: float = 2.0) -> None:
         """Hangs up; the zygote kills its environments and exits."""

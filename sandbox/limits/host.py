@@ -42,8 +42,13 @@ class EnvironmentLimits:
         return cls(memory_mb=memory_mb, cpu_vcpus=vcpus, **overrides)
 
 
-def rlimits_for(limits: EnvironmentLimits, memory_by_cgroup: bool) -> list[tuple[int, int, int]]:
-    """``(resource, soft, hard)`` triples the child applies before Python runs."""
+def rlimits_for(limits: EnvironmentLimits, memory_by_cgroup: bool,
+                own_uid: bool = False) -> list[tuple[int, int, int]]:
+    """``(resource, soft, hard)`` triples the child applies before Python runs.
+
+    ``own_uid``: the environment has a uid no other process shares, so
+    RLIMIT_NPROC (which counts a uid's processes host-wide) limits it alone.
+    """
     file_size = limits.ephemeral_mb * 2**20
     out = [
         (resource.RLIMIT_CORE, 0, 0),
@@ -51,6 +56,8 @@ def rlimits_for(limits: EnvironmentLimits, memory_by_cgroup: bool) -> list[tuple
         (resource.RLIMIT_FSIZE, file_size, file_size),
         (resource.RLIMIT_CPU, CPU_BACKSTOP_S, CPU_BACKSTOP_S + 5),
     ]
+    if own_uid:
+        out.append((resource.RLIMIT_NPROC, limits.pids_max, limits.pids_max))
     address_space = limits.address_space_mb
     if address_space is None and not memory_by_cgroup:
         # No cgroup: the address space is the only memory limit left. Lambda's
@@ -67,11 +74,12 @@ class HostLimits:
 
     Args:
         use_cgroups: False skips cgroups (rlimits only); None detects.
+        user: see :class:`Isolation`: None gives each environment a uid of its own.
     """
 
     def __init__(self, use_cgroups: bool | None = None, isolate: bool = True,
-                 cpu_follows_memory: bool = True) -> None:
-        self.isolation = Isolation(isolate)
+                 cpu_follows_memory: bool = True, user: str | None = None) -> None:
+        self.isolation = Isolation(isolate, user)
         self.cpu_follows_memory = cpu_follows_memory
         self.cgroup: cgroups.CgroupBackend | None = None
         self.cgroup_reason = "disabled by configuration"
@@ -97,6 +105,7 @@ class HostLimits:
     def close(self) -> None:
         if self.cgroup is not None:
             self.cgroup.close()
+        self.isolation.close()
 
     def describe(self) -> dict[str, Any]:
         """What is enforced, with the reason for what is not (``sandbox doctor``)."""
@@ -133,7 +142,9 @@ class HostLimits:
                 "by": "cgroup kill" if enforced else None,
                 "reason": None if enforced else
                 f"{self.cgroup_reason}: only the process group is killed (setsid escapes)"},
-            "rlimits": ["RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CPU"],
+            "rlimits": ["RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_FSIZE", "RLIMIT_CPU"]
+            + (["RLIMIT_NPROC"] if self.isolation.uids is not None else []),
             "isolation": self.isolation.describe(),
+            "run_as": self.isolation.run_as(),
             "root": os.geteuid() == 0,
         }

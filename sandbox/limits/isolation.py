@@ -4,10 +4,13 @@ probed once per host so that nothing is claimed that the host does not do.
 Steps (all in native/child.pxi, in this order): its own mount, IPC and UTS
 namespaces and, with ``network="none"``, a network namespace holding only a
 loopback interface; the whole filesystem read-only but for a private tmpfs on
-/tmp and /dev/shm; an empty capability bounding set with root's privileges
-locked off; uid and gid ``nobody`` where the interpreter and code are
-readable by it (else uid 0 with no capabilities at all); no_new_privs; and a
-seccomp filter that kills the process with SIGSYS on a denied system call.
+/tmp and /dev/shm, directories others may not enter covered by an empty tmpfs
+with what the environment reads bound back, and a /proc that lists only its
+own processes; an empty capability bounding set with root's privileges locked
+off; a uid and gid of its own, leased from a host-wide range (or one
+configured user; uid 0 with no capabilities at all where the interpreter or
+code cannot be made readable); no_new_privs; and a seccomp filter that kills
+the process with SIGSYS on a denied system call.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 from typing import Any
 
 from .. import _native
+from .uids import UidLease, UidRange
 
 log = logging.getLogger("sandbox.limits")
 
@@ -71,6 +75,52 @@ def readable_by_others(path: str) -> str | None:
     return None
 
 
+def plan_paths(paths: list[str]) -> tuple[list[str], list[str], str | None]:
+    """How an environment's mount namespace makes ``paths`` (directories)
+    readable by an unprivileged uid.
+
+    Returns:
+        (keep, masks, unreadable): directories to bind back at their own
+        paths; the directories others may not enter that hide them, to be
+        covered by an empty tmpfs; the first path that is not readable by
+        others itself (no mount fixes that), or None.
+    """
+    keep: set[str] = set()
+    masks: set[str] = set()
+    unreadable = None
+    for path in paths:
+        real = os.path.realpath(path)
+        if not os.path.isdir(real):
+            continue
+        blocked = readable_by_others(real)
+        own_mode = os.stat(real).st_mode
+        if own_mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
+            unreadable = unreadable or real  # a bind keeps its modes
+        elif blocked == os.sep:
+            unreadable = unreadable or blocked
+        elif real.startswith("/tmp/"):
+            keep.add(real)  # the private /tmp hides it, whatever its modes
+        elif blocked is not None:
+            masks.add(blocked)
+            keep.add(real)
+    return _outermost(keep), _outermost(masks), unreadable
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """``paths`` without those inside another of them."""
+    return sorted(p for p in paths if not any(p.startswith(o + os.sep) for o in paths))
+
+
+def _per_mount_proc_options() -> bool:
+    """Linux 5.8 made each procfs mount an instance with its own options;
+    before it, hidepid on a new mount would change the host's /proc too."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
+
+
 def runtime_paths() -> list[str]:
     """What every environment reads: the interpreter, its libraries, sandbox."""
     import msgpack
@@ -84,18 +134,26 @@ class Isolation:
 
     Args:
         enabled: False turns every step off (an explicit, reported choice).
-        uid, gid: whom environments run as; default ``nobody``.
+        user: whom environments run as: None for a uid and gid of their own
+            each, leased from ``uid_range`` (base, count); or a user name
+            shared by every environment.
     """
 
-    def __init__(self, enabled: bool = True, user: str = "nobody") -> None:
+    def __init__(self, enabled: bool = True, user: str | None = None,
+                 uid_range: tuple[int, int] | None = None) -> None:
         self.reasons: dict[str, str] = {}
         self.seccomp_program = b""
         self.enabled = enabled
-        try:
-            entry = pwd.getpwnam(user)
+        self.uids: UidRange | None = None
+        self.user = user
+        self.uid = self.gid = 65534
+        if user is not None:
+            try:
+                entry = pwd.getpwnam(user)
+            except KeyError:
+                raise ValueError(f"no such user to run environments as: {user!r}") from None
             self.uid, self.gid = entry.pw_uid, entry.pw_gid
-        except KeyError:
-            self.uid = self.gid = 65534
+        self.proc_hidepid = _per_mount_proc_options()
         if not enabled:
             self.supported = dict.fromkeys(STEPS, False)
             self.reasons = dict.fromkeys(STEPS, "isolation disabled by configuration")
@@ -114,13 +172,22 @@ class Isolation:
         except OSError as exc:
             self.supported["seccomp"] = False
             self.reasons["seccomp"] = f"libseccomp: {exc}"
-        self.unreadable_runtime = next(
-            (p for p in map(readable_by_others, runtime_paths()) if p), None)
-        if self.unreadable_runtime:
+        _, masks, unreadable = plan_paths(runtime_paths())
+        if unreadable:
             self.supported["uid"] = False
-            self.reasons["uid"] = (f"{self.unreadable_runtime} is not readable by uid "
-                                   f"{self.uid}: environments keep uid 0 with no capabilities")
+            self.reasons["uid"] = (f"{unreadable} is not readable by other users: "
+                                   "environments keep uid 0 with no capabilities")
+        elif user is None and self.supported["uid"]:
+            try:
+                self.uids = UidRange(*(uid_range or ()))
+            except OSError as exc:
+                self.supported["uid"] = False
+                self.reasons["uid"] = f"cannot lease per-environment uids: {exc}"
         self._probe()
+        if masks and self.supported["uid"] and not self.supported["mounts"]:
+            self.supported["uid"] = False
+            self.reasons["uid"] = (f"{masks[0]} is not open to other users and no mount "
+                                   "namespace can cover it: environments keep uid 0")
         missing = [f"{s} ({self.reasons.get(s, 'unsupported')})"
                    for s in STEPS if not self.supported[s]]
         if missing:
@@ -138,30 +205,57 @@ class Isolation:
             flags |= CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
         if s["network"] and network == "none":
             flags |= CLONE_NEWNET
-        switch = s["uid"] and (code_dir is None or readable_by_others(code_dir) is None)
-        # What the environment reads and the private /tmp would hide.
+        mounts = s["mounts"] and s["namespaces"]
+        # What the environment reads, which the private /tmp or a directory
+        # others may not enter would hide from it.
         needed = [*runtime_paths(), *([code_dir] if code_dir else []), *read_paths]
-        keep = sorted({os.path.realpath(p) for p in needed
-                       if os.path.realpath(p).startswith("/tmp/") and os.path.isdir(p)})
+        keep, masks, unreadable = plan_paths(needed)
+        switch = s["uid"] and unreadable is None and (mounts or not masks)
+        per_environment = switch and self.uids is not None
+        if not (mounts and switch):
+            masks = []
         return {
-            "keep_paths": keep,
+            "keep_paths": [k for k in keep if k.startswith("/tmp/") or masks] if mounts else [],
+            "mask_paths": masks,
+            "mount_proc": mounts and self.proc_hidepid,
             "unshare": flags,
-            "private_mounts": s["mounts"] and s["namespaces"],
+            "private_mounts": mounts,
             "tmp_options": f"size={ephemeral_mb}m,mode=1777",
             "hostname": HOSTNAME if s["namespaces"] else None,
             "loopback_up": bool(flags & CLONE_NEWNET),
             "drop_capabilities": s["capabilities"],
-            "uid": self.uid if switch else None,
-            "gid": self.gid if switch else None,
+            # Per-environment uids are filled in at each spawn (lease_uid).
+            "uid": self.uid if switch and not per_environment else None,
+            "gid": self.gid if switch and not per_environment else None,
+            "uid_per_environment": per_environment,
             "no_new_privs": s["no_new_privs"],
+            # Environments that share a uid must not read each other's memory.
+            "undumpable": s["capabilities"] and not per_environment,
             "seccomp": self.seccomp_program if s["seccomp"] else None,
         }
+
+    def lease_uid(self) -> UidLease:
+        """A uid for one environment (for a spec with uid_per_environment).
+
+        Raises:
+            ServiceException: the range is exhausted.
+        """
+        if self.uids is None:
+            raise RuntimeError("this host runs environments without per-environment uids")
+        return self.uids.lease()
+
+    def close(self) -> None:
+        if self.uids is not None:
+            self.uids.close()
 
     def _probe(self) -> None:
         """Runs the full set once in a throwaway child (exec of /bin/true);
         a failing step is switched off, with the child's reason."""
         for _ in range(len(STEPS)):
             spec = self.spec()
+            lease = self.lease_uid() if spec["uid_per_environment"] else None
+            if lease is not None:
+                spec.update(uid=lease.uid, gid=lease.uid)
             ours, theirs = socket.socketpair()
             log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
             try:
@@ -178,10 +272,21 @@ class Isolation:
                 ours.close()
                 theirs.close()
                 os.close(log_fd)
+                if lease is not None:
+                    lease.release()
 
     def describe(self) -> dict[str, Any]:
         return {step: {"enforced": self.supported[step], "reason": self.reasons.get(step)}
                 for step in STEPS}
+
+    def run_as(self) -> str:
+        """Whom environments run as, in words (``sandbox doctor``)."""
+        if not self.supported["uid"]:
+            return "uid 0 without capabilities" if self.supported["capabilities"] else "uid 0"
+        if self.uids is not None:
+            return (f"a uid and gid of its own, leased from "
+                    f"{self.uids.base}..{self.uids.base + self.uids.count - 1}")
+        return f"user {self.user} (uid {self.uid}, gid {self.gid})"
 
 
 _STAGE_TO_STEP = {

@@ -3,6 +3,8 @@ the launcher zygote with its channel on fd 3 and its log on fds 1 and 2."""
 
 from __future__ import annotations
 
+import sys
+
 from .. import _native
 from ..protocol import Channel, FdStream
 from .handler import initialize
@@ -12,9 +14,11 @@ CHANNEL_FD = 3
 
 
 def main() -> None:
-    # execve made this process dumpable again: others of its uid could read
-    # its memory through /proc until this.
-    _native.make_undumpable()
+    # execve made this process dumpable again: where environments share a
+    # uid, the others could read its memory through /proc until this.
+    if "--undumpable" in sys.argv[1:]:
+        _native.make_undumpable()
+    del sys.argv[1:]
     line_buffered_stdio()
     handler, init_error, init_ms = initialize()
     channel = Channel(FdStream(CHANNEL_FD))

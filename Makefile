@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-stamp
 NATIVE_STAMP := $(VENV)/.native-stamp
-NATIVE_SOURCES := $(wildcard native/*.pyx native/*.pxi native/*.pxd) setup.py
+NATIVE_SOURCES := $(wildcard native/*.pyx native/*.pxi native/*.pxd native/*.h) native/init.c setup.py
 
 .PHONY: all demo test lint bench debug clean
 
@@ -51,4 +51,4 @@ debug: $(DEPS_STAMP)
 	@echo "debug build: line tracing on; annotations in native/*.html"
 
 clean:
-	rm -rf build native/*.c native/*.html sandbox/*.so $(NATIVE_STAMP)
+	rm -rf build native/*.c native/*.html sandbox/*.so sandbox/sandbox-init $(NATIVE_STAMP)

@@ -1,4 +1,5 @@
-"""Builds the private native core, sandbox._native, from native/.
+"""Builds the private native core, sandbox._native, from native/, and
+sandbox/sandbox-init, the pid 1 of each environment's pid namespace.
 
 The Cython sources live in native/ (a small hub, _native.pyx, that includes one
 .pxi per concern). SANDBOX_DEBUG=1 builds with line tracing and an HTML
@@ -9,6 +10,28 @@ import os
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+INIT_SOURCE = "native/init.c"
+INIT_NAME = "sandbox-init"
+
+
+class BuildWithInit(build_ext):
+    """build_ext, plus the init program: a small C executable, linked
+    statically where the C library allows it (no dynamic loader to run at
+    every environment's start)."""
+
+    def run(self):
+        super().run()
+        package_dir = "sandbox" if self.inplace else os.path.join(self.build_lib, "sandbox")
+        objects = self.compiler.compile([INIT_SOURCE], output_dir=self.build_temp,
+                                        extra_postargs=["-O2"])
+        try:
+            self.compiler.link_executable(objects, INIT_NAME, output_dir=package_dir,
+                                          extra_postargs=["-static", "-s"])
+        except Exception:  # no static libc here: a dynamic one works the same
+            self.compiler.link_executable(objects, INIT_NAME, output_dir=package_dir,
+                                          extra_postargs=["-s"])
 
 debug = os.environ.get("SANDBOX_DEBUG") == "1"
 
@@ -28,6 +51,7 @@ extension = Extension(
 )
 
 setup(
+    cmdclass={"build_ext": BuildWithInit},
     ext_modules=cythonize(
         [extension],
         compiler_directives=directives,

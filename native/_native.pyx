@@ -3,7 +3,8 @@
 
 One private extension built from small sources: child.pxi (what a child does
 between fork and its first Python line), spawn.pxi (the parent side of a
-fork), serve.pxi (the zygote's poll loop), floor.pxi (bare-fork timing for
+fork), pidns.pxi (an environment's own pid namespace and its init),
+serve.pxi (the zygote's poll loop), floor.pxi (bare-fork timing for
 benchmarks). The declarations all live in syscalls.pxd.
 """
 
@@ -23,6 +24,7 @@ DEBUG = bool(SANDBOX_DEBUG)
 CHANNEL_FD = 3
 
 include "child.pxi"
+include "pidns.pxi"
 include "spawn.pxi"
 include "serve.pxi"
 include "floor.pxi"

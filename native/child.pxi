@@ -35,6 +35,7 @@ cdef extern from "isolation.h" nogil:
         unsigned int gid
         int no_new_privs
         int undumpable
+        int parent_pidfd
         sock_fprog *seccomp
     int unshare(int flags)
     int sethostname(const char *name, size_t len)
@@ -156,6 +157,19 @@ cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogi
         _report_and_exit(err_fd, errno, STAGE_CAPABILITIES)
 
 
+cdef bint _parent_gone(pid_t zygote_pid, const sandbox_isolation *iso) noexcept nogil:
+    """Whether the zygote died before the parent-death signal was armed. In a
+    pid namespace of its own the child sees its parent as pid 0, so it polls
+    a pidfd of the zygote instead (readable once the zygote has exited)."""
+    cdef pollfd p
+    if iso.parent_pidfd >= 0:
+        p.fd = iso.parent_pidfd
+        p.events = POLLIN
+        p.revents = 0
+        return poll(&p, 1, 0) != 0
+    return getppid() != zygote_pid
+
+
 cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
                        int max_fd, const ChildLimits *limits,
                        const sandbox_isolation *iso) noexcept nogil:
@@ -178,7 +192,7 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     # signal was never armed, so check the parent explicitly.
     if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
         _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
-    if getppid() != zygote_pid:
+    if _parent_gone(zygote_pid, iso):
         _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
 
     # Into the environment's cgroup before anything of the function runs.
@@ -194,7 +208,7 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
         # A change of credentials cleared the parent-death signal: arm it again.
         if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
             _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
-        if getppid() != zygote_pid:
+        if _parent_gone(zygote_pid, iso):
             _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
 
     c = fcntl(chan_fd, F_DUPFD, <int>SCRATCH_FD)

@@ -56,6 +56,7 @@ typedef struct {
     gid_t gid;
     int no_new_privs;
     int undumpable;              /* PR_SET_DUMPABLE 0 (environments share a uid) */
+    int parent_pidfd;            /* -1, or a pidfd of the zygote (own pid namespace) */
     struct sock_fprog *seccomp;  /* NULL: no filter */
 } sandbox_isolation;
 

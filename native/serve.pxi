@@ -59,9 +59,13 @@ cdef void _reap(object dispatch, set children) except *:
             pid = wait4(-1, &status, WNOHANG, &ru)
         if pid <= 0:
             return
+        if forget_namespace_init(pid):
+            continue  # an init died before its environment: nothing to report
         children.discard(pid)
-        # Descendants left in the environment's process group go with it.
+        # Descendants left in the environment's process group, or anywhere
+        # in its pid namespace, go with it.
         killpg(pid, SIGKILL)
+        end_pid_namespace(pid)
         dispatch.exited(
             pid, status, ru.ru_maxrss,
             ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
@@ -78,6 +82,7 @@ cdef void _kill_all(set children) noexcept:
     for pid in children:
         with nogil:
             waitpid(pid, &status, 0)
+        end_pid_namespace(pid)
     children.clear()
 
 

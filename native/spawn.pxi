@@ -86,6 +86,7 @@ cdef object _read_verdict(int fd):
 cdef object _prepare_isolation(sandbox_isolation *iso, sock_fprog *prog, object spec,
                                list keepalive):
     """Fills ``iso`` from the ``isolation`` mapping of spawn()."""
+    iso.parent_pidfd = -1
     if not spec:
         return
     iso.unshare_flags = spec.get("unshare", 0)
@@ -146,7 +147,10 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     hard)`` triples), then takes the ``isolation`` steps (a mapping: unshare
     flags, private_mounts, tmp_options, keep_paths, mask_paths, mount_proc,
     hostname, loopback_up, drop_capabilities, uid and gid, no_new_privs,
-    undumpable, seccomp program bytes).
+    undumpable, seccomp program bytes). With ``pid_namespace`` (and
+    ``init_path``, the sandbox-init program) the child is pid 2 of a pid
+    namespace of its own whose init is also a child of this process; after
+    reaping the child, call end_pid_namespace(pid) (serve() does).
     Without ``exec_argv`` the child returns 0 and goes on
     running this interpreter (a snapshot start); with it, the child execs
     ``exec_argv`` with environment ``exec_env`` (a cold start).
@@ -154,11 +158,12 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     Returns:
         The child's pid in the parent; 0 in a snapshot child.
     Raises:
-        SpawnError: a set-up step failed in the child (already reaped).
+        SpawnError: a set-up step failed in the child (already reaped), or
+            the pid namespace could not be made (stage "pid_namespace").
         OSError: fork itself failed.
     """
     cdef int pipefd[2]
-    cdef pid_t pid, zygote_pid = _os.getpid()
+    cdef pid_t pid = -1, init_pid = 0, zygote_pid = _os.getpid()
     cdef int saved_errno = 0, status = 0
     cdef int max_fd = _max_fd()
     cdef bint do_exec = exec_argv is not None
@@ -171,6 +176,8 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     cdef list cg = [int(fd) for fd in cgroup_fds]
     cdef sandbox_isolation iso
     cdef sock_fprog prog
+    cdef bint new_pidns = bool(isolation and isolation.get("pid_namespace"))
+    cdef bytes init_path = _os.fsencode(isolation["init_path"]) if new_pidns else b""
 
     memset(&iso, 0, sizeof(sandbox_isolation))
 
@@ -192,6 +199,8 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
 
     try:
         _prepare_isolation(&iso, &prog, isolation, keepalive)
+        if new_pidns:
+            iso.parent_pidfd = _parent_pidfd(zygote_pid)
     except BaseException:
         _free_isolation(&iso)
         _free_limits(&limits)
@@ -209,6 +218,13 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     try:
         if pipe2(pipefd, O_CLOEXEC) != 0:
             raise OSError(errno, "pipe2 for the child's set-up report")
+        if new_pidns:
+            try:
+                init_pid = _start_pid_namespace(init_path)
+            except BaseException:
+                close(pipefd[0])
+                close(pipefd[1])
+                raise
         if not do_exec:
             # A snapshot child goes on running Python: CPython's own fork
             # hooks (locks, threading state, os.register_at_fork) must run.
@@ -223,6 +239,8 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
             PyOS_AfterFork_Child()
             return 0
         saved_errno = errno
+        if new_pidns:
+            _leave_pid_namespace()
         if not do_exec:
             PyOS_AfterFork_Parent()
         close(pipefd[1])
@@ -233,7 +251,11 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
         _free_limits(&limits)
     if pid < 0:
         close(pipefd[0])
+        if init_pid > 0:
+            _end_init(init_pid)
         raise OSError(saved_errno, "fork")
+    if init_pid > 0:
+        _register_init(pid, init_pid)
     try:
         verdict = _read_verdict(pipefd[0])
     finally:
@@ -241,6 +263,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     if verdict:
         with nogil:
             waitpid(pid, &status, 0)
+        end_pid_namespace(pid)
         _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
         raise SpawnError(int(hex_errno, 16), stage)
     return pid

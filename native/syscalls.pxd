@@ -63,17 +63,28 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef extern from "<fcntl.h>" nogil:
     int fcntl(int fd, int cmd, ...)
+    int open(const char *path, int flags, ...)
     enum:
         F_DUPFD
         F_DUPFD_CLOEXEC
         F_SETFD
         FD_CLOEXEC
         O_CLOEXEC
+        O_RDONLY
 
 
 cdef extern from "<sys/syscall.h>" nogil:
     enum:
         SYS_close_range
+        SYS_pidfd_open
+cdef extern from "<sched.h>" nogil:
+    int setns(int fd, int nstype)
+    enum:
+        CLONE_NEWPID
+cdef extern from "<spawn.h>" nogil:
+    # parent only; NULL file actions and attributes
+    int posix_spawn(pid_t *pid, const char *path, const void *file_actions,
+                    const void *attrp, char *const argv[], char *const envp[])
 
 
 cdef extern from "<sys/prctl.h>" nogil:

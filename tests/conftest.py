@@ -162,3 +162,13 @@ def descendants(pid: int | None = None) -> set[int]:
         return {p.pid for p in proc.children(recursive=True) if is_alive(p.pid)}
     except psutil.NoSuchProcess:
         return set()
+
+
+def environment_tree(result: Any) -> set[int]:
+    """Host pids of the environment that ran ``result`` and its descendants.
+
+    Inside its pid namespace the handler is pid 2, so tests find its processes
+    from the host side: the pid the report names and that process's children.
+    """
+    pid = result.report["pid"]
+    return {pid} | descendants(pid)

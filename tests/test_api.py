@@ -124,7 +124,7 @@ def test_update_validates(runtime, make_function):
 
 def test_delete_shuts_environments_down(runtime, make_function):
     make_function("fn", ACTIONS_SOURCE)
-    pid = runtime.invoke("fn", {}).payload["pid"]
+    pid = runtime.invoke("fn", {}).report["pid"]
     runtime.delete_function("fn")
     assert not wait_gone([pid], 5)
     make_function("fn2", ACTIONS_SOURCE)  # the runtime goes on working
@@ -252,4 +252,4 @@ def test_delete_lets_running_invocations_finish(runtime, make_function, start):
     thread.join(10)
     r = outcome[0]
     assert r.function_error is None, r.payload
-    assert not wait_gone([r.payload["pid"]], 5), "the deleted function's environment lives on"
+    assert not wait_gone([r.report["pid"]], 5), "the deleted function's environment lives on"

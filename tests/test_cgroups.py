@@ -708,12 +708,12 @@ def test_two_runtimes_in_one_process_do_not_share_cgroups(tmp_path):
         make_function(a, "f", source)
         make_function(b, "f", source)
         a.invoke("f")
-        pid = b.invoke("f").payload
+        pid = b.invoke("f").report["pid"]
         a.close()
         time.sleep(0.2)
         assert is_alive(pid), "closing Runtime a killed Runtime b's environment"
         r = b.invoke("f")
-        assert r.payload == pid and r.report["start"] == "warm"
+        assert r.report["pid"] == pid and r.report["start"] == "warm"
         assert b.shutdown_idle("f", wait=True) == 1
         assert b.invoke("f").function_error is None
     finally:

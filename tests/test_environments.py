@@ -16,7 +16,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ACTIONS_SOURCE, descendants, is_alive, make_function, wait_for, wait_gone
+from conftest import (
+    ACTIONS_SOURCE,
+    descendants,
+    environment_tree,
+    is_alive,
+    make_function,
+    wait_for,
+    wait_gone,
+)
 
 from sandbox import Runtime
 
@@ -41,7 +49,7 @@ def test_idle_environments_are_shut_down(tmp_path, start):
     with Runtime(tmp_path / "s", idle_timeout_s=0.3) as rt:
         make_function(rt, "f", ACTIONS_SOURCE, start=start)
         r = rt.invoke("f", {})
-        pid = r.payload["pid"]
+        pid = r.report["pid"]
         assert rt.stats("f")["idle"] == 1
         time.sleep(1.5)
         assert rt.stats("f") == {"idle": 0, "busy": 0}
@@ -54,12 +62,12 @@ def test_idle_environments_are_shut_down(tmp_path, start):
 def test_recently_used_environment_is_kept(tmp_path):
     with Runtime(tmp_path / "s", idle_timeout_s=0.6) as rt:
         make_function(rt, "f", ACTIONS_SOURCE)
-        pid = rt.invoke("f", {}).payload["pid"]
+        pid = rt.invoke("f", {}).report["pid"]
         for _ in range(4):  # 1.2 s in all, never idle for 0.6 s
             time.sleep(0.3)
             r = rt.invoke("f", {})
             assert r.report["start"] == "warm"
-            assert r.payload["pid"] == pid
+            assert r.report["pid"] == pid
 
 
 def test_shutdown_idle_kills_the_process_group(runtime, make_function, start):
@@ -74,15 +82,15 @@ def test_shutdown_idle_kills_the_process_group(runtime, make_function, start):
             return {"pid": os.getpid(), "child": child.pid}
         """, start=start)
     r = runtime.invoke("f", {})
-    pids = [r.payload["pid"], r.payload["child"]]
-    assert all(is_alive(p) for p in pids)
+    pids = environment_tree(r)
+    assert len(pids) == 2 and all(is_alive(p) for p in pids)
     assert runtime.shutdown_idle("f") == 1
     assert runtime.shutdown_idle("f") == 0
     assert not wait_gone(pids, 4.0)
 
 
 def test_shutdown_idle_wait_returns_after_the_exit(runtime, actions):
-    pid = runtime.invoke(actions, {}).payload["pid"]
+    pid = runtime.invoke(actions, {}).report["pid"]
     assert runtime.shutdown_idle(actions, wait=True) == 1
     assert not is_alive(pid)
 
@@ -103,7 +111,7 @@ def test_close_ends_every_process(tmp_path):
     for start in ("snapshot", "cold"):
         make_function(rt, f"f-{start}", GRANDCHILD_SOURCE, start=start)
         results = [rt.invoke(f"f-{start}", {}) for _ in range(2)]
-        env_pids |= {r.payload["pid"] for r in results} | {r.payload["child"] for r in results}
+        env_pids |= {p for r in results for p in environment_tree(r)}
     # two concurrent environments of one function as well
     make_function(rt, "busy", ACTIONS_SOURCE, start="snapshot")
     threads = [threading.Thread(target=rt.invoke, args=("busy", {"action": "sleep",
@@ -135,7 +143,7 @@ def test_leaving_the_with_block_by_exception_ends_every_process(tmp_path, start)
     with pytest.raises(RuntimeError, match="test failure"), Runtime(tmp_path / "s") as rt:
         make_function(rt, "f", GRANDCHILD_SOURCE, start=start)
         r = rt.invoke("f", {})
-        pids |= {r.payload["pid"], r.payload["child"]}
+        pids |= environment_tree(r)
         pids |= descendants() - before
         raise RuntimeError("test failure")
     assert len(pids) >= 3
@@ -271,4 +279,4 @@ def test_environments_die_with_their_zygote(runtime, make_function):
     r = runtime.invoke("f", {})
     zygote = runtime._functions["f"].pool._zygote
     os.kill(zygote.pid, signal.SIGKILL)
-    assert not wait_gone([r.payload["pid"]], 3), "parent-death signal did not fire"
+    assert not wait_gone([r.report["pid"]], 3), "parent-death signal did not fire"

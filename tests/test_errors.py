@@ -99,7 +99,7 @@ def _fresh_after(runtime, name, start, before_pid):
     assert r.report["start"] == start
     assert r.report["start"] != "warm"
     assert r.payload["count"] == 1
-    assert r.payload["pid"] != before_pid
+    assert r.report["pid"] != before_pid
     assert r.report["init_duration_ms"] is not None
     return r
 
@@ -117,8 +117,8 @@ def test_timeout(runtime, actions, start):
     assert r.report["duration_ms"] == pytest.approx(1000.0)
     assert "Task timed out after 1.00 seconds" in r.log_tail
     assert runtime.stats(actions) == {"idle": 0, "busy": 0}
-    assert not wait_gone([first.payload["pid"]], 3), "the timed-out environment was killed"
-    _fresh_after(runtime, actions, start, first.payload["pid"])
+    assert not wait_gone([first.report["pid"]], 3), "the timed-out environment was killed"
+    _fresh_after(runtime, actions, start, first.report["pid"])
 
 
 def test_timeout_kills_the_environments_descendants(host_runtime, make_function, tmp_path, start):
@@ -148,7 +148,7 @@ def test_exit_is_exit_error(runtime, actions, start):
     assert "Runtime exited with error: exit status 3" in r.log_tail
     assert "Runtime.ExitError" in r.log_tail
     assert runtime.stats(actions)["idle"] == 0
-    _fresh_after(runtime, actions, start, first.payload["pid"])
+    _fresh_after(runtime, actions, start, first.report["pid"])
 
 
 def test_segfault_is_exit_error(runtime, actions, start):
@@ -157,7 +157,7 @@ def test_segfault_is_exit_error(runtime, actions, start):
     assert_error(r, "Runtime.ExitError",
                  rf"RequestId: {UUID} Error: Runtime exited with error: "
                  r"signal: segmentation fault")
-    _fresh_after(runtime, actions, start, first.payload["pid"])
+    _fresh_after(runtime, actions, start, first.report["pid"])
 
 
 def test_killed_from_outside_is_exit_error(host_runtime, make_function, tmp_path, start):
@@ -189,10 +189,10 @@ def test_killed_from_outside_is_exit_error(host_runtime, make_function, tmp_path
 
 def test_environment_killed_while_idle_is_not_reused(runtime, actions, start):
     first = runtime.invoke(actions, {})
-    os.kill(first.payload["pid"], signal.SIGKILL)
-    assert not wait_gone([first.payload["pid"]], 3)
+    os.kill(first.report["pid"], signal.SIGKILL)
+    assert not wait_gone([first.report["pid"]], 3)
     time.sleep(0.2)  # let the zygote report the exit
-    _fresh_after(runtime, actions, start, first.payload["pid"])
+    _fresh_after(runtime, actions, start, first.report["pid"])
 
 
 # -- INIT failures -------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_no_environment_left_after_failures(runtime, actions):
     pids = []
     for action in ("exit", "segv"):
         before = runtime.invoke(actions, {})
-        pids.append(before.payload["pid"])
+        pids.append(before.report["pid"])
         runtime.invoke(actions, {"action": action})
     assert not wait_gone(pids, 3)
     assert not any(is_alive(p) for p in pids)

@@ -29,7 +29,7 @@ def test_warm_reuse_keeps_module_globals(runtime, actions, start):
     results = [runtime.invoke(actions, {}) for _ in range(3)]
     assert [r.payload["count"] for r in results] == [1, 2, 3]
     assert [r.report["start"] for r in results] == [start, "warm", "warm"]
-    assert len({r.payload["pid"] for r in results}) == 1
+    assert len({r.report["pid"] for r in results}) == 1
     assert results[0].report["init_duration_ms"] is not None
     assert results[1].report["init_duration_ms"] is None
     assert results[2].report["init_duration_ms"] is None
@@ -42,7 +42,7 @@ def test_fresh_environment_does_not_keep_globals(runtime, actions, start):
     assert runtime.stats(actions) == {"idle": 0, "busy": 0}
     r = runtime.invoke(actions, {})
     assert r.payload["count"] == 1
-    assert r.payload["pid"] != first.payload["pid"]
+    assert r.report["pid"] != first.report["pid"]
     assert r.report["start"] == start
     assert r.report["init_duration_ms"] is not None
 
@@ -279,7 +279,7 @@ def test_concurrent_invokes_run_in_parallel(runtime, make_function, start):
     results = _invoke_all(runtime, "sleepy", [{}] * 6)
     elapsed = time.monotonic() - started
     assert all(isinstance(r, InvokeResult) and r.function_error is None for r in results), results
-    assert len({r.payload for r in results}) == 6, "six distinct environments"
+    assert len({r.report["pid"] for r in results}) == 6, "six distinct environments"
     assert elapsed < 2.5, f"6 x 1 s took {elapsed:.2f} s: not parallel"
     assert {r.report["start"] for r in results} == {start}
     assert runtime.stats("sleepy") == {"idle": 6, "busy": 0}

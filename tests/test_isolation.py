@@ -19,8 +19,9 @@ import struct
 import tempfile
 import threading
 
+import psutil
 import pytest
-from conftest import make_function, wait_for
+from conftest import make_function, wait_for, wait_gone
 
 from sandbox import Runtime, _native
 from sandbox.limits import EnvironmentLimits, rlimits_for
@@ -157,6 +158,10 @@ def test_every_reported_step_holds_in_the_environment(runtime, start):
             assert got["ns"][ns] != host_ns(ns), ns
     else:
         assert got["ns"]["ipc"] == host_ns("ipc")
+    if steps["pid_namespace"]:
+        assert got["ns"]["pid"] != host_ns("pid") and got["pid"] == 2
+    else:
+        assert got["ns"]["pid"] == host_ns("pid")
     if steps["network"]:
         assert got["ns"]["net"] != host_ns("net")
         assert got["interfaces"] == ["lo"]
@@ -180,15 +185,15 @@ def test_every_reported_step_holds_in_the_environment(runtime, start):
     assert status["Seccomp"] == ("2" if steps["seccomp"] else "0")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: issue 3 asks for pid, ipc and uts namespaces; isolation.spec() unshares "
-    "NEWNS|NEWIPC|NEWUTS(|NEWNET) only and capabilities() reports 'namespaces' enforced "
-    "without saying the pid namespace is missing; environments see and can signal every "
-    "host process"))
 def test_environment_has_its_own_pid_namespace(runtime, start):
-    assert runtime.capabilities()["isolation"]["namespaces"]["enforced"]
+    """pid 2 under an init of its own: its signals work as anywhere else (pid 1
+    would ignore those it has no handler for) and it sees no other process."""
+    assert runtime.capabilities()["isolation"]["pid_namespace"]["enforced"]
     got = probe(runtime, start=start)
     assert got["ns"]["pid"] != host_ns("pid")
+    assert got["pid"] == 2
+    assert got["procs"] == [2]
+    assert got["status"]["NSpid"] == "2"
 
 
 def test_rlimits_reported_are_applied(runtime, start):
@@ -519,7 +524,7 @@ def test_proc_lists_only_the_environments_own_processes(runtime, start):
             runtime.capabilities()["rlimits"]:
         pytest.skip("no per-environment uid or no per-mount /proc options here")
     got = probe(runtime, start=start)
-    assert got["procs"] == [got["pid"]]
+    assert got["procs"] == [got["pid"]]  # not even its namespace's init
 
 
 def test_directories_others_may_not_enter_show_only_what_the_environment_reads(runtime,
@@ -533,3 +538,87 @@ def test_directories_others_may_not_enter_show_only_what_the_environment_reads(r
         expected = sorted({k[len(mask) + 1:].split("/")[0] for k in keep
                            if k.startswith(mask + "/")})
         assert got["masked"][mask] == expected, mask
+
+
+# -- a pid namespace of its own ------------------------------------------------------------
+DAEMON_SOURCE = """
+import os, time
+
+def handler(event, context):
+    if event.get("orphans"):
+        for _ in range(event["orphans"]):  # children that exit, left to be reaped
+            if os.fork() == 0:
+                if os.fork() == 0:
+                    os._exit(0)
+                os._exit(0)
+            os.wait()
+        time.sleep(0.3)
+        zombies = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        zombies.append(int(entry))
+        return {"zombies": zombies}
+    if os.fork() == 0:  # a daemon: double fork, new session, ignores SIGTERM
+        os.setsid()
+        if os.fork() == 0:
+            import signal
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(120)
+        os._exit(0)
+    os.wait()
+    return "started"
+"""
+
+
+def test_pid_namespace_takes_daemons_along_without_cgroups(tmp_path, start):
+    """Where no cgroup can kill an environment's descendants, its namespace's
+    init going down does: a setsid double-forked daemon does not survive."""
+    with Runtime(tmp_path / "s", cgroups=False, cpu_follows_memory=False) as rt:
+        if not rt.capabilities()["isolation"]["pid_namespace"]["enforced"]:
+            pytest.skip("no pid namespace here")
+        make_function(rt, "d", DAEMON_SOURCE, start=start)
+        r = rt.invoke("d", {})
+        assert r.payload == "started"
+        env = r.report["pid"]
+        host_side = {p for p in psutil.pids() if p != env and _in_pid_ns_of(p, env)}
+        assert host_side, "the daemon is not running"
+        assert rt.shutdown_idle("d", wait=True) == 1
+        assert not wait_gone(host_side | {env}, 3), "the daemon outlived its environment"
+
+
+def test_orphans_are_reaped_inside_the_namespace(runtime, start):
+    make_function(runtime, "o", DAEMON_SOURCE, start=start)
+    r = runtime.invoke("o", {"orphans": 5})
+    assert r.function_error is None, r.payload
+    assert r.payload == {"zombies": []}
+
+
+def test_namespace_inits_end_with_their_environments(tmp_path):
+    with Runtime(tmp_path / "s") as rt:
+        for start in ("snapshot", "cold"):
+            make_function(rt, f"f-{start}", "def handler(e, c):\n    return 1\n", start=start)
+            rt.invoke(f"f-{start}", {})
+        assert len(_inits()) == 2
+        assert rt.shutdown_idle(wait=True) == 2
+        assert wait_for(lambda: not _inits(), 3), _inits()
+
+
+def _inits() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)
+            if _name(p) == "sandbox-init"}
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def _in_pid_ns_of(pid: int, other: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{other}/ns/pid")
+    except OSError:
+        return False

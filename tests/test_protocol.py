@@ -387,7 +387,7 @@ def test_malformed_frame_to_environment_channel(runtime, make_function, start):
     pool = runtime._functions["f"].pool
     env = pool._idle[-1]
     env.channel.sock.sendall(HEADER.pack(MAX_SYNC_FRAME + 1))
-    assert not wait_gone([first.payload["pid"]])
+    assert not wait_gone([first.report["pid"]])
     assert wait_for(lambda: env.exited, 5)
     _assert_works(runtime, "f")
 

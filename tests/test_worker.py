@@ -178,13 +178,14 @@ def handler(event, context):
 def test_environments_get_distinct_random_streams(runtime, make_function, start):
     """Snapshot children of one zygote are reseeded after the fork."""
     make_function("rnd", RANDOM_SOURCE, start=start)
-    results = []
+    results, pids = [], set()
     for _ in range(3):
         r = runtime.invoke("rnd", {})
         assert r.report["start"] == start
         results.append(r.payload)
-        assert runtime.shutdown_idle("rnd") == 1
-    assert len({p["pid"] for p in results}) == 3
+        pids.add(r.report["pid"])
+        assert runtime.shutdown_idle("rnd", wait=True) == 1
+    assert len(pids) == 3
     assert len({tuple(p["random"]) for p in results}) == 3, results
     assert len({p["urandom"] for p in results}) == 3
 

@@ -69,14 +69,15 @@ class Environment:
     __slots__ = (
         "env_id", "pid", "channel", "log_fd", "zygote", "start_kind", "init_ms",
         "restore_ms", "generation", "last_used", "invocations", "exit_record", "_exited",
-        "_closed", "cgroup", "uid_lease", "_cleanup_lock", "cpu_s",
+        "_closed", "cgroup", "uid_lease", "_cleanup_lock", "cpu_s", "_spawned",
     )
 
     def __init__(self, env_id: str, channel: Channel, log_fd: int, zygote: Any,
                  start_kind: str, generation: int, cgroup: EnvCgroup | None = None,
                  uid_lease: UidLease | None = None) -> None:
         self.env_id = env_id
-        self.pid = 0
+        self.pid = 0  # as its zygote reported it: never what the process says
+        self._spawned = threading.Event()
         self.channel = channel
         self.log_fd = log_fd
         self.zygote = zygote
@@ -95,12 +96,20 @@ class Environment:
         self.cpu_s = 0.0  # CPU time the process has used, as of its last RESULT
 
     # -- called by the supervisor thread --------------------------------
+    def mark_spawned(self, pid: int) -> None:
+        self.pid = pid
+        self._spawned.set()
+
     def mark_exited(self, record: ExitRecord) -> None:
         self.exit_record = record
         self._exited.set()
         self._cleanup()
 
     # -- called by invoking threads ---------------------------------------
+    def wait_spawned(self, timeout: float) -> bool:
+        """Whether the zygote's report of the fork (with the pid) has come."""
+        return self._spawned.wait(timeout)
+
     def wait_exit(self, timeout: float) -> ExitRecord | None:
         self._exited.wait(timeout)
         return self.exit_record

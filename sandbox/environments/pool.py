@@ -39,6 +39,8 @@ log = logging.getLogger("sandbox.environments")
 SNAPSHOT_READY_TIMEOUT_S = 5.0
 # Boot of a fresh interpreter before INIT starts, on top of INIT's own limit.
 BOOT_ALLOWANCE_S = 5.0
+# READY seen: how long more the SPAWNED report (on the supervisor thread) may take.
+SPAWNED_WAIT_S = 1.0
 
 
 class InitFailed(Exception):
@@ -330,7 +332,13 @@ class FunctionPool:
         except ProtocolError as exc:
             env.kill()
             raise ServiceException(f"environment {env.env_id}: {exc}") from exc
-        env.pid = frame["pid"]
+        # The pid is the zygote's word, not the environment's (pid 2 in its own
+        # namespace, and free to claim anything): its SPAWNED report comes
+        # before READY but on another thread.
+        if not env.wait_spawned(max(deadline - time.monotonic(), SPAWNED_WAIT_S)):
+            env.kill()
+            raise ServiceException(f"environment {env.env_id}: its zygote never reported "
+                                   "the fork")
         output = env.take_output()
         if frame.get("init_error"):
             env.kill()

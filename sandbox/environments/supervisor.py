@@ -131,7 +131,7 @@ class Supervisor:
         if kind == SPAWNED:
             env = zygote.envs.get(frame["env"])
             if env is not None and not env.pid:
-                env.pid = frame["pid"]
+                env.mark_spawned(frame["pid"])
         elif kind == EXITED:
             env = zygote.envs.pop(frame.get("env") or "", None)
             if env is not None:

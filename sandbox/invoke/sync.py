@@ -61,7 +61,9 @@ class InvokeResult:
         log_tail: the last 4 KiB of this invocation's log block, as text.
         report: request_id, duration_ms, billed_duration_ms, memory_size_mb,
             max_memory_used_mb, init_duration_ms (None when warm),
-            restore_duration_ms (snapshot starts), start, status.
+            restore_duration_ms (snapshot starts), start, status, and which
+            environment ran it: environment_id and pid (the host's number of
+            its process; inside, in its own pid namespace, it is pid 2).
         raw_payload: ``payload`` as the JSON bytes the function produced.
     """
 
@@ -169,7 +171,8 @@ def invoke(pool: FunctionPool, log: FunctionLog, request_id: str, event: bytes, 
     report = _new_report(
         request_id, env.start_kind, init_duration_ms=env.init_ms if first else None,
         restore_duration_ms=env.restore_ms if first else None,
-        wall_time_ms=(time.monotonic() - started) * 1000.0)
+        wall_time_ms=(time.monotonic() - started) * 1000.0,
+        environment_id=env.env_id, pid=env.pid)
     if reply is not None and status == "ok":
         output = env.take_output()
         env.cpu_s = reply["cpu_s"]

@@ -1,9 +1,10 @@
 """The isolation steps each environment takes before any function code runs,
 probed once per host so that nothing is claimed that the host does not do.
 
-Steps (all in native/child.pxi, in this order): its own mount, IPC and UTS
-namespaces and, with ``network="none"``, a network namespace holding only a
-loopback interface; the whole filesystem read-only but for a private tmpfs on
+Steps (all in native/child.pxi, in this order, once native/pidns.pxi made it
+pid 2 of a pid namespace of its own): its own mount, IPC and UTS namespaces
+and, with ``network="none"``, a network namespace holding only a loopback
+interface; the whole filesystem read-only but for a private tmpfs on
 /tmp and /dev/shm, directories others may not enter covered by an empty tmpfs
 with what the environment reads bound back, and a /proc that lists only its
 own processes; an empty capability bounding set with root's privileges locked
@@ -53,7 +54,11 @@ DENIED_SYSCALLS = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
     "iopl", "ioperm", "lookup_dcookie", "vhangup",
 )
-STEPS = ("namespaces", "network", "mounts", "capabilities", "uid", "no_new_privs", "seccomp")
+STEPS = ("namespaces", "pid_namespace", "network", "mounts", "capabilities", "uid",
+         "no_new_privs", "seccomp")
+# pid 1 of each environment's pid namespace (native/init.c, built by setup.py).
+INIT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "sandbox-init")
 
 
 def readable_by_others(path: str) -> str | None:
@@ -159,8 +164,12 @@ class Isolation:
             self.reasons = dict.fromkeys(STEPS, "isolation disabled by configuration")
             return
         self.supported = dict.fromkeys(STEPS, True)
+        if not os.access(INIT_PATH, os.X_OK):
+            self.supported["pid_namespace"] = False
+            self.reasons["pid_namespace"] = f"{INIT_PATH} is missing (run make)"
         if os.geteuid() != 0:
-            for step in ("namespaces", "network", "mounts", "capabilities", "uid"):
+            for step in ("namespaces", "pid_namespace", "network", "mounts", "capabilities",
+                         "uid"):
                 self.supported[step] = False
                 self.reasons[step] = "needs root (no user-namespace mode yet)"
         try:
@@ -219,6 +228,8 @@ class Isolation:
             "mask_paths": masks,
             "mount_proc": mounts and self.proc_hidepid,
             "unshare": flags,
+            "pid_namespace": s["pid_namespace"],
+            "init_path": INIT_PATH,
             "private_mounts": mounts,
             "tmp_options": f"size={ephemeral_mb}m,mode=1777",
             "hostname": HOSTNAME if s["namespaces"] else None,
@@ -261,6 +272,7 @@ class Isolation:
             try:
                 pid = _native.spawn(theirs.fileno(), log_fd, ["/bin/true"], {}, (), (), spec)
                 os.waitpid(pid, 0)
+                _native.end_pid_namespace(pid)
                 return
             except _native.SpawnError as exc:
                 step = _STAGE_TO_STEP.get(exc.stage)
@@ -290,7 +302,8 @@ class Isolation:
 
 
 _STAGE_TO_STEP = {
-    "unshare": "namespaces", "hostname": "namespaces", "loopback": "network",
+    "pid_namespace": "pid_namespace", "unshare": "namespaces", "hostname": "namespaces",
+    "loopback": "network",
     "mounts": "mounts", "capabilities": "capabilities", "ids": "uid",
     "no_new_privs": "no_new_privs", "seccomp": "seccomp",
 }

@@ -1,0 +1,108 @@
+# A pid namespace of its own per environment (parent side). Before forking
+# the environment, the zygote unshares CLONE_NEWPID (which only affects its
+# next children), starts sandbox-init as the namespace's pid 1, forks the
+# environment into it as pid 2, then sets its own children's namespace back.
+# Both are the zygote's children: it reaps the environment with its exact
+# wait status, then kills init, which kills anything left in the namespace.
+
+# The namespace's init by the environment's pid (as the zygote sees them),
+# and the other way round.
+cdef dict _namespace_inits = {}
+cdef dict _init_owners = {}
+cdef int _own_pidns_fd = -1
+cdef int _self_pidfd = -1
+cdef pid_t _self_pidfd_owner = 0
+
+
+cdef int _own_pid_namespace() except -1:
+    """An fd of this process's own pid namespace, to return to."""
+    global _own_pidns_fd
+    if _own_pidns_fd < 0:
+        _own_pidns_fd = open(b"/proc/self/ns/pid", O_RDONLY | O_CLOEXEC)
+        if _own_pidns_fd < 0:
+            raise OSError(errno, "opening /proc/self/ns/pid")
+    return _own_pidns_fd
+
+
+cdef int _parent_pidfd(pid_t self_pid) except -2:
+    """A pidfd of this process: a child in another pid namespace sees its
+    parent as pid 0, so it polls this to learn whether its parent died."""
+    global _self_pidfd, _self_pidfd_owner
+    if _self_pidfd_owner != self_pid:
+        _self_pidfd = <int>syscall(SYS_pidfd_open, self_pid, 0)
+        if _self_pidfd < 0:
+            raise OSError(errno, "pidfd_open of the zygote")
+        fcntl(_self_pidfd, F_SETFD, FD_CLOEXEC)
+        _self_pidfd_owner = self_pid
+    return _self_pidfd
+
+
+cdef pid_t _start_pid_namespace(const char *init_path) except -1:
+    """unshare(CLONE_NEWPID) and start its init; the next fork joins it.
+
+    Raises:
+        SpawnError: stage "pid_namespace".
+    """
+    cdef pid_t init_pid = 0
+    cdef int rc
+    cdef char *argv[2]
+    cdef char *envp[1]
+    argv[0] = <char *>init_path
+    argv[1] = NULL
+    envp[0] = NULL
+    _own_pid_namespace()
+    if unshare(CLONE_NEWPID) != 0:
+        raise SpawnError(errno, "pid_namespace")
+    rc = posix_spawn(&init_pid, init_path, NULL, NULL, argv, envp)
+    if rc != 0:
+        _leave_pid_namespace()
+        raise SpawnError(rc, "pid_namespace")
+    return init_pid
+
+
+cdef void _leave_pid_namespace() noexcept:
+    """This process's next children are born in its own pid namespace again."""
+    setns(_own_pidns_fd, CLONE_NEWPID)
+
+
+cdef void _end_init(pid_t init_pid) noexcept:
+    cdef int status = 0
+    kill(init_pid, SIGKILL)
+    with nogil:
+        waitpid(init_pid, &status, 0)
+
+
+def end_pid_namespace(pid_t pid):
+    """After reaping environment ``pid``: kills its namespace's init, which
+    kills every process left in the namespace, and reaps the init. A no-op
+    for an environment without a pid namespace.
+
+    Returns:
+        Whether ``pid`` had a namespace.
+    """
+    init_pid = _namespace_inits.pop(pid, None)
+    if init_pid is None:
+        return False
+    del _init_owners[init_pid]
+    _end_init(init_pid)
+    return True
+
+
+def forget_namespace_init(pid_t pid):
+    """Called for each child a wait for any child reaped: when ``pid`` was a
+    namespace's init (it died before its environment), forgets it, so that
+    its number, free for reuse now, is never killed.
+
+    Returns:
+        Whether ``pid`` was an init.
+    """
+    owner = _init_owners.pop(pid, None)
+    if owner is None:
+        return False
+    del _namespace_inits[owner]
+    return True
+
+
+cdef void _register_init(pid_t pid, pid_t init_pid) noexcept:
+    _namespace_inits[pid] = init_pid
+    _init_owners[init_pid] = pid

@@ -87,6 +87,10 @@ def run_one(handler: Handler, frame: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The channel to the dispatcher, for platform calls (sandbox/client/platform.py).
+platform_channel: Channel | None = None
+
+
 def serve_invocations(channel: Channel, handler: Handler | None,
                       init_error: dict[str, Any] | None, init_ms: float) -> None:
     """Announces READY, then runs invocations until the dispatcher hangs up.
@@ -94,6 +98,8 @@ def serve_invocations(channel: Channel, handler: Handler | None,
     Returns when the channel closes (SHUTDOWN) or INIT failed; the caller exits
     the process.
     """
+    global platform_channel
+    platform_channel = channel
     _flush_logs()
     channel.send({"t": READY, "v": PROTOCOL_VERSION, "pid": os.getpid(),
                   "init_ms": init_ms, "init_error": init_error})

@@ -63,7 +63,8 @@ class Decision:
         head = (f"User: {request.principal.arn} is not authorized to perform: "
                 f"{request.action} on resource: {request.resource}")
         if self.explicit:
-            return f"{head} with an explicit deny in a {self.policy_type} policy"
+            article = "an" if self.policy_type == IDENTITY_BASED else "a"
+            return f"{head} with an explicit deny in {article} {self.policy_type} policy"
         return f"{head} because no {self.policy_type} policy allows the {request.action} action"
 
     def raise_if_denied(self, request: Request) -> None:

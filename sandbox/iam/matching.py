@@ -61,8 +61,25 @@ def arn_matches(pattern: str, arn: str) -> bool:
     return all(wildcard_match(p, v) for p, v in zip(pattern_parts, arn_parts, strict=True))
 
 
+@functools.lru_cache(maxsize=4096)
+def _compile_resource(pattern: str) -> re.Pattern[str]:
+    """Within a segment ``*`` and ``?`` stop at colons, but a ``*`` that ends a
+    segment may run on across them (IAM User Guide, "Using wildcards in
+    resource ARNs"): ``arn:aws:lambda:*`` covers every Lambda ARN."""
+    parts = []
+    for index, char in enumerate(pattern):
+        if char == "*":
+            last_of_segment = index + 1 == len(pattern) or pattern[index + 1] == ":"
+            parts.append(".*" if last_of_segment else "[^:]*")
+        elif char == "?":
+            parts.append("[^:]")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
 def resource_matches(pattern: str, resource: str) -> bool:
-    """The Resource element: ``*``, or an ARN pattern matched part by part.
+    """The Resource element: ``*``, or an ARN pattern (see _compile_resource).
 
     A resource that is not an ARN (Lambda accepts a bare function name in a
     few places) is matched as plain text.
@@ -70,5 +87,5 @@ def resource_matches(pattern: str, resource: str) -> bool:
     if pattern == "*":
         return True
     if resource.startswith("arn:"):
-        return arn_matches(pattern, resource)
+        return _compile_resource(pattern).fullmatch(resource) is not None
     return wildcard_match(pattern, resource)

@@ -198,8 +198,10 @@ def _parse_statement(raw: Any, where: str, kind: str) -> Statement:
 
 
 def _is_arn_pattern(text: str) -> bool:
-    parts = text.split(":", 5)
-    return len(parts) == 6 and parts[0] == "arn" and bool(parts[1]) and bool(parts[2])
+    """``arn:<partition>:<service>...``; the service may hold no wildcard."""
+    parts = text.split(":", 3)
+    return (len(parts) >= 3 and parts[0] == "arn" and bool(parts[1])
+            and bool(re.fullmatch(r"[a-z0-9-]+", parts[2])))
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 from conftest import make_function
@@ -403,6 +404,9 @@ def handler(event, context):
     assert result.report["status"] == "timeout"
     assert result.payload["errorType"] == "Sandbox.Timedout"
     assert result.report["duration_ms"] == 1000.0
+    # The call it made finishes on its own; close() waits for it.
+    runtime.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("platform-call-")]
 
 
 def test_role_checks_for_destinations_and_mappings(runtime, tmp_path):
@@ -417,3 +421,37 @@ def test_role_checks_for_destinations_and_mappings(runtime, tmp_path):
         f"User: arn:aws:sts::{runtime.account_id}:assumed-role/sender/fn is not authorized to "
         f"perform: sqs:ReceiveMessage on resource: {queue} because no identity-based policy "
         f"allows the sqs:ReceiveMessage action")
+
+
+def test_platform_calls_work_from_handler_threads_and_not_during_init(runtime, start):
+    role = runtime.create_role("all", LAMBDA_TRUST, [allow()])
+    make_function(runtime, "echo", ECHO_SOURCE)
+    make_function(runtime, "threads", """
+import threading
+
+from sandbox.client import platform
+
+try:
+    platform.invoke("echo", {})
+    AT_INIT = "called"
+except RuntimeError as exc:
+    AT_INIT = str(exc)
+
+
+def handler(event, context):
+    replies = []
+
+    def call(n):
+        replies.append(platform.invoke("echo", {"n": n})["Payload"]["echo"]["n"])
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"init": AT_INIT, "replies": sorted(replies)}
+""", role=role, start=start)
+    for _ in range(2):
+        payload = runtime.invoke("threads", {}).payload
+        assert payload["replies"] == [0, 1, 2, 3]
+        assert "while it handles an invocation" in payload["init"]

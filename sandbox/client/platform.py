@@ -12,20 +12,19 @@ performs it. The environment holds no credentials; a refusal raises
         return reply["Payload"]
 
 Other errors are raised as the exception the call produced (for instance
-``ResourceNotFoundException``). Calls from several threads are serialized.
+``ResourceNotFoundException``). Calls are possible while the function
+handles an invocation (from any of its threads; they are serialized), not
+during INIT nor after the handler returned.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 
 # typing is not imported at run time: every cold start would pay for it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-_lock = threading.Lock()
 
 
 def call(operation: str, **params: Any) -> dict[str, Any]:
@@ -34,17 +33,17 @@ def call(operation: str, **params: Any) -> dict[str, Any]:
     Raises:
         AccessDeniedException: the function's role may not do it.
         SandboxError: (a subclass named after the error code) the call failed.
-        RuntimeError: not running inside an execution environment.
+        RuntimeError: not inside an execution environment handling an invocation.
     """
     from ..errors import ProtocolError, error_class
     from ..protocol import PLATFORM_CALL, PLATFORM_REPLY
     from ..worker import invoke_loop
 
-    channel = invoke_loop.platform_channel
-    if channel is None:
-        raise RuntimeError("sandbox.client.platform works only inside a function's "
-                           "execution environment")
-    with _lock:
+    with invoke_loop.platform_lock:
+        channel = invoke_loop.platform_channel
+        if channel is None:
+            raise RuntimeError("sandbox.client.platform works only in a function's execution "
+                               "environment while it handles an invocation")
         channel.send({"t": PLATFORM_CALL, "op": operation, "params": params})
         reply = channel.recv()
     if reply is None:

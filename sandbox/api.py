@@ -324,18 +324,22 @@ class Runtime:
                 self._in_flight -= 1
 
     # -- permissions (sandbox/iam) ----------------------------------------------------
-    def _authorize_invoke(self, caller: Principal | str | None, name: str) -> Principal:
+    def _authorize_invoke(self, caller: Principal | str | None, name: str,
+                          request_context: Mapping[str, Any] | None = None) -> Principal:
         """The permission check of every invocation path: may ``caller``
         lambda:InvokeFunction function ``name``? Async accept, event source
         mappings (caller: ``sandbox.iam.service(<service>, source_arn=<queue or
         stream ARN>, source_account=...)``) and function destinations call it
-        before they run or queue anything. Returns the resolved caller.
+        before they run or queue anything. ``request_context`` adds condition
+        keys the transport knows (the HTTP API: ``aws:SourceIp``,
+        ``aws:SecureTransport``). Returns the resolved caller.
 
         Raises:
             ResourceNotFoundException: no such function.
             AccessDeniedException: in IAM's words.
         """
-        return self._authorizer.authorize_invoke(caller, name, self._get(name).arn)
+        return self._authorizer.authorize_invoke(caller, name, self._get(name).arn,
+                                                 request_context)
 
     def _authorize_role(self, name: str, action: str, resource: str) -> None:
         """May function ``name``'s execution role perform ``action`` on

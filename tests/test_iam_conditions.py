@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox.iam import Request, authorize, parse_policy
-from sandbox.iam.conditions import parse_conditions
+from sandbox.iam.conditions import OPERATORS, parse_conditions
 from sandbox.iam.principals import user
 
 ACCOUNT = "123456789012"
@@ -211,3 +213,34 @@ def test_allow_within_a_date_range_and_over_tls_only():
     assert not allowed("2026-11-27T12:00:00Z", False)
     assert not allowed("2031-01-01T00:00:00Z", True)
     assert not allowed("2019-01-01T00:00:00Z", True)
+
+
+# -- properties ----------------------------------------------------------------------
+PAIRS = [("StringEquals", "StringNotEquals"),
+         ("StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase"),
+         ("StringLike", "StringNotLike"), ("ArnLike", "ArnNotLike"),
+         ("ArnEquals", "ArnNotEquals")]
+TEXT = st.text(alphabet="aAb*?:.", max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PAIRS), st.lists(TEXT, min_size=1, max_size=3), TEXT)
+def test_negated_operators_are_the_negation_when_the_key_is_present(pair, values, value):
+    positive, negated = pair
+    context = {"aws:k": value}
+    assert holds({negated: {"aws:k": values}}, context) is not holds(
+        {positive: {"aws:k": values}}, context)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(OPERATORS)), TEXT)
+def test_if_exists_only_changes_the_missing_key_case(operator, value):
+    values = {"Bool": "true", "BinaryEquals": "AAE=", "IpAddress": "10.0.0.0/8",
+              "NotIpAddress": "10.0.0.0/8"}.get(operator, "1" if "Numeric" in operator
+                                                else "2020-01-01" if "Date" in operator
+                                                else value)
+    block = {operator: {"aws:k": values}}
+    if_exists = {operator + "IfExists": {"aws:k": values}}
+    assert holds(if_exists, {"aws:k": value}) is holds(block, {"aws:k": value})
+    assert holds(if_exists, {}) is True
+    assert holds(block, {}) is OPERATORS[operator].negated

@@ -455,3 +455,24 @@ def handler(event, context):
         payload = runtime.invoke("threads", {}).payload
         assert payload["replies"] == [0, 1, 2, 3]
         assert "while it handles an invocation" in payload["init"]
+
+
+def test_role_sessions_and_transport_keys_as_callers(runtime, echo):
+    role = runtime.create_role("app", LAMBDA_TRUST, [allow()])
+    session = f"arn:aws:sts::{runtime.account_id}:assumed-role/app/worker-1"
+    assert runtime.invoke(echo, {}, caller=session).function_error is None
+    assert runtime.invoke(echo, {}, caller=role).function_error is None
+    runtime.update_role(role, policies=[])
+    with pytest.raises(AccessDeniedException, match="assumed-role/app/worker-1 is not"):
+        runtime.invoke(echo, {}, caller=session)
+    # A policy on the caller's address, as the HTTP API would supply it.
+    bob = runtime.create_user("bob", [{"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": INVOKE, "Resource": "*",
+        "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"},
+                      "Bool": {"aws:SecureTransport": "false"}}}]}])
+    runtime._authorize_invoke(bob, echo, {"aws:SourceIp": "127.0.0.1",
+                                          "aws:SecureTransport": False})
+    for context in ({"aws:SourceIp": "10.0.0.1", "aws:SecureTransport": False},
+                    {"aws:SourceIp": "127.0.0.1", "aws:SecureTransport": True}, None):
+        with pytest.raises(AccessDeniedException):
+            runtime._authorize_invoke(bob, echo, context)

@@ -38,6 +38,7 @@ _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 _ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
 _USER_ARN = re.compile(r"^arn:aws:iam::(\d{12}):user/(?:.*/)?([\w+=,.@-]+)$")
+_SESSION_ARN = re.compile(r"^arn:aws:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/([\w+=,.@-]+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,8 +226,9 @@ class IamRegistry:
         """The caller's identity and its identity policies, read now.
 
         ``caller`` is a Principal, or text: an account id or root ARN, a user
-        ARN, a role ARN (a session of the role named after the role) or a
-        service name.
+        ARN, a role ARN (a session of the role named after the role), a role
+        session ARN (``arn:aws:sts::<account>:assumed-role/<role>/<session>``)
+        or a service name.
         """
         if isinstance(caller, str):
             if _USER_ARN.match(caller):
@@ -234,6 +236,11 @@ class IamRegistry:
             if _ROLE_ARN.match(caller):
                 role = self.role(caller)
                 return role_session(role.arn, role.name), role.policies
+            session = _SESSION_ARN.match(caller)
+            if session:
+                account, role_name, session_name = session.groups()
+                role = self.role(f"arn:aws:iam::{account}:role/{role_name}")
+                return role_session(role.arn, session_name), role.policies
             caller = parse_caller(caller)
         if not isinstance(caller, Principal):
             raise InvalidParameterValueException(

@@ -341,16 +341,21 @@ class Runtime:
         return self._authorizer.authorize_invoke(caller, name, self._get(name).arn,
                                                  request_context)
 
-    def _authorize_role(self, name: str, action: str, resource: str) -> None:
-        """May function ``name``'s execution role perform ``action`` on
-        ``resource`` (e.g. sqs:SendMessage on a queue destination's ARN)?
+    def _authorize_role(self, name: str, actions: str | tuple[str, ...], resource: str) -> None:
+        """May function ``name``'s execution role perform each of ``actions`` on
+        ``resource``? For destinations (``C.DESTINATION_ACTIONS[service]`` on
+        the destination's ARN) and event source mappings
+        (``C.QUEUE_MAPPING_ACTIONS``, ``C.STREAM_MAPPING_ACTIONS`` on the
+        source's ARN), when configured and again when used.
 
         Raises:
-            AccessDeniedException: it has no role, or the role's policies do not allow it.
+            AccessDeniedException: it has no role, or the role's policies do not
+                allow one of the actions (named in the message).
         """
         function = self._get(name)
         session = self._authorizer.role_session(function.config.role, name, function.arn)
-        self._authorizer.authorize_role(session, action, resource)
+        for action in (actions,) if isinstance(actions, str) else actions:
+            self._authorizer.authorize_role(session, action, resource)
 
     def add_permission(self, function: str, statement_id: str, action: str, principal: str,
                        source_arn: str | None = None, source_account: str | None = None,

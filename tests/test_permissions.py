@@ -12,6 +12,7 @@ import pytest
 from conftest import make_function
 
 from sandbox import Runtime
+from sandbox import constants as C
 from sandbox.errors import (
     AccessDeniedException,
     InvalidParameterValueException,
@@ -421,6 +422,15 @@ def test_role_checks_for_destinations_and_mappings(runtime, tmp_path):
         f"User: arn:aws:sts::{runtime.account_id}:assumed-role/sender/fn is not authorized to "
         f"perform: sqs:ReceiveMessage on resource: {queue} because no identity-based policy "
         f"allows the sqs:ReceiveMessage action")
+    # A queue mapping needs all of Lambda's actions on the queue.
+    with pytest.raises(AccessDeniedException, match="sqs:ReceiveMessage"):
+        runtime._authorize_role("fn", C.QUEUE_MAPPING_ACTIONS, queue)
+    runtime.update_role(role, policies=[allow(list(C.QUEUE_MAPPING_ACTIONS), queue)])
+    runtime._authorize_role("fn", C.QUEUE_MAPPING_ACTIONS, queue)
+    with pytest.raises(AccessDeniedException, match="sqs:SendMessage"):
+        runtime._authorize_role("fn", C.DESTINATION_ACTIONS["sqs"], queue)
+    runtime.update_role(role, policies=[allow(["sqs:*"], "arn:aws:sqs:*:*:res*")])
+    runtime._authorize_role("fn", C.QUEUE_MAPPING_ACTIONS + ("sqs:SendMessage",), queue)
 
 
 def test_platform_calls_work_from_handler_threads_and_not_during_init(runtime, start):

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import AccessDeniedException
-from .conditions import Condition
+from .conditions import NULL, OPERATORS, Condition
 from .matching import action_matches, resource_matches
 from .policy import Policy, PrincipalSet, Statement
 from .principals import ROOT, SERVICE, Principal
@@ -224,14 +224,12 @@ def _condition_holds(condition: Condition, variables: bool, context: Mapping[str
         # A value whose variable has no value matches nothing.
         condition = dataclasses.replace(
             condition, values=tuple(v for v in values if v is not None))
-        if not condition.values and condition.base != "Null":
+        if not condition.values and condition.base != NULL:
             return _condition_with_no_values(condition, context)
     return condition.holds(context)
 
 
 def _condition_with_no_values(condition: Condition, context: Mapping[str, Any]) -> bool:
-    from .conditions import OPERATORS
-
     # Nothing to match: a positive operator fails, a negated one passes, as
     # when the request value matches none of the listed values.
     present = context.get(condition.key.lower()) not in (None, [])

@@ -9,6 +9,7 @@ invocation, with nothing to restart.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import threading
 import uuid
@@ -260,8 +261,6 @@ class IamRegistry:
                        source_account: str | None = None,
                        principal_org_id: str | None = None) -> dict[str, Any]:
         """AddPermission: returns ``{"Statement": <json>}``."""
-        import json
-
         statement = function_policy.build_statement(
             function_arn, statement_id, action, principal, source_arn, source_account,
             principal_org_id)

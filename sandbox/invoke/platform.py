@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -106,8 +107,6 @@ class PlatformService:
         Raises:
             TimeoutError: the calling invocation's deadline passed first.
         """
-        import time
-
         outcome: dict[str, Any] = {}
         call = threading.Thread(target=self._perform, name=f"platform-call-{function}",
                                 args=(function, function_arn, role_arn, frame, outcome))

@@ -215,8 +215,9 @@ class Runtime:
 
     def update_function(self, name: str, **changes: Any) -> dict[str, Any]:
         """Changes configuration or code (handler, code, memory_mb, timeout_s,
-        environment, start, description). New invocations get new environments;
-        running ones finish in their old environment."""
+        environment, start, description, network, role: a new role passes the
+        trust-policy check of create_function). New invocations get new
+        environments; running ones finish in their old environment."""
         allowed = {"handler", "code", "memory_mb", "timeout_s", "environment", "start",
                    "description", "network", "role"}
         unknown = sorted(set(changes) - allowed)

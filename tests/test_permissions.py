@@ -407,7 +407,7 @@ def handler(event, context):
     assert result.report["duration_ms"] == 1000.0
     # The call it made finishes on its own; close() waits for it.
     runtime.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("platform-call-")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("platform-call")]
 
 
 def test_role_checks_for_destinations_and_mappings(runtime, tmp_path):

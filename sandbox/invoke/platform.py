@@ -16,9 +16,9 @@ here once those services exist.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -80,16 +80,19 @@ OPERATIONS: dict[str, Operation] = {
 class PlatformService:
     """Serves the platform calls of running functions for one Runtime.
 
-    Each call runs on its own thread so that the invocation that made it
+    Each call runs on a worker thread so that the invocation that made it
     still times out at its own deadline; a call outliving its caller finishes
     on its own (as a function invoked by a timed-out caller does in Lambda).
-    :meth:`close` waits for the calls in progress.
+    Workers are reused (starting a thread costs more than a warm invoke); there
+    are at most as many as the Runtime's concurrency limit, since each call
+    belongs to an invocation in flight. :meth:`close` waits for the calls in
+    progress.
     """
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._threads: set[threading.Thread] = set()
-        self._lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(max_workers=runtime.concurrency_limit,
+                                           thread_name_prefix="platform-call")
 
     def handler(self, function: str, function_arn: str, role_arn: str | None
                 ) -> PlatformHandler:
@@ -107,19 +110,17 @@ class PlatformService:
         Raises:
             TimeoutError: the calling invocation's deadline passed first.
         """
-        outcome: dict[str, Any] = {}
-        call = threading.Thread(target=self._perform, name=f"platform-call-{function}",
-                                args=(function, function_arn, role_arn, frame, outcome))
-        with self._lock:
-            self._threads.add(call)
-        call.start()
-        call.join(max(deadline - time.monotonic(), 0.0))
-        if call.is_alive():
-            raise TimeoutError("the invocation's deadline passed during a platform call")
-        return outcome["reply"]
+        try:
+            call = self._workers.submit(self._perform, function, function_arn, role_arn, frame)
+        except RuntimeError:  # shut down: the Runtime is closing
+            return error_reply(ServiceException("this Runtime is closed"))
+        try:
+            return call.result(max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise TimeoutError("the invocation's deadline passed during a platform call") from None
 
     def _perform(self, function: str, function_arn: str, role_arn: str | None,
-                 frame: dict[str, Any], outcome: dict[str, Any]) -> None:
+                 frame: dict[str, Any]) -> dict[str, Any]:
         try:
             operation = OPERATIONS.get(frame.get("op"))  # type: ignore[arg-type]
             if operation is None:
@@ -130,22 +131,16 @@ class PlatformService:
             if not isinstance(params, dict):
                 raise InvalidParameterValueException("platform call params must be a map")
             session = self._runtime._authorizer.role_session(role_arn, function, function_arn)
-            outcome["reply"] = {"t": PLATFORM_REPLY,
-                                "result": operation(self._runtime, session, params)}
+            return {"t": PLATFORM_REPLY, "result": operation(self._runtime, session, params)}
         except SandboxError as exc:
-            outcome["reply"] = error_reply(exc)
+            return error_reply(exc)
         except Exception as exc:  # the environment gets the fault, the dispatcher carries on
-            outcome["reply"] = error_reply(ServiceException(f"{type(exc).__name__}: {exc}"))
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
+            return error_reply(ServiceException(f"{type(exc).__name__}: {exc}"))
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Waits for calls in progress (their environments are gone by now)."""
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout_s)
+    def close(self) -> None:
+        """Waits for calls in progress (their environments are gone by now)
+        and ends the worker threads."""
+        self._workers.shutdown(wait=True, cancel_futures=True)
 
 
 def error_reply(exc: SandboxError) -> dict[str, Any]:

@@ -486,3 +486,43 @@ def test_role_sessions_and_transport_keys_as_callers(runtime, echo):
                     {"aws:SourceIp": "127.0.0.1", "aws:SecureTransport": True}, None):
         with pytest.raises(AccessDeniedException):
             runtime._authorize_invoke(bob, echo, context)
+
+
+def test_an_environment_cannot_choose_who_it_calls_as(runtime, platform_functions):
+    """The dispatcher decides the caller from the function's configuration;
+    whatever the environment sends is only the operation and its parameters,
+    and the environment holds no credentials."""
+    make_function(runtime, "forger", """
+import os
+
+from sandbox.client import platform
+from sandbox.errors import AccessDeniedException
+
+def handler(event, context):
+    try:
+        platform.call("lambda:Invoke", FunctionName="denied", Payload=b"{}",
+                      caller="arn:aws:iam::000000000000:root", Caller="000000000000",
+                      role="arn:aws:iam::000000000000:role/admin")
+        forged = "allowed"
+    except AccessDeniedException as exc:
+        forged = str(exc)
+    try:
+        platform.call("lambda:Invoke", FunctionName="denied", Payload=["not", "bytes"])
+    except Exception as exc:
+        bad_payload = type(exc).__name__
+    try:
+        platform.call("lambda:Invoke")
+    except Exception as exc:
+        no_name = [type(exc).__name__, str(exc)]
+    secrets = sorted(k for k in os.environ if "SECRET" in k or "TOKEN" in k
+                     or k.startswith("AWS_ACCESS"))
+    return {"forged": forged, "bad_payload": bad_payload, "no_name": no_name,
+            "secrets": secrets}
+""", role=platform_functions)
+    payload = runtime.invoke("forger", {}).payload
+    session = f"arn:aws:sts::{runtime.account_id}:assumed-role/caller-role/forger"
+    assert payload["forged"] == denied_message(session, runtime.function_arn("denied"))
+    assert payload["bad_payload"] == "AccessDeniedException"  # refused before it is read
+    assert payload["no_name"] == ["InvalidParameterValueException",
+                                  "FunctionName must be a string, got None"]
+    assert payload["secrets"] == []

@@ -96,6 +96,7 @@ MALFORMED = [
           "Action": "sts:AssumeRole", "Resource": "*"}), TRUST, "Has prohibited field Resource"),
     (doc(allow(Sid="a"), allow(Sid="a")), IDENTITY, "Statement IDs (SID) in a single policy"),
     (doc(allow(Sid=3)), IDENTITY, "Sid must be a string"),
+    (doc(allow(Sid="my-sid")), IDENTITY, "Statement IDs (SID) must be alpha-numeric"),
     (doc(allow(action=[])), IDENTITY, "Statement[0].Action: must not be an empty list"),
     (doc(allow(Condition={"StringEqualz": {"aws:SourceAccount": "1"}})), IDENTITY,
      "Statement[0].Condition: Invalid Condition type : StringEqualz"),
@@ -122,6 +123,11 @@ def test_malformed_documents_name_the_element(document, kind, fragment):
     assert fragment in str(info.value)
     assert info.value.code == "MalformedPolicyDocument"
     assert info.value.http_status == 400
+
+
+def test_resource_policies_take_their_services_statement_ids():
+    policy = parse_policy(doc(allow(Sid="from-queue.1", Principal="*")), RESOURCE)
+    assert policy.statements[0].sid == "from-queue.1"
 
 
 def test_missing_version_is_the_old_language_without_variables():

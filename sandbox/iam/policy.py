@@ -34,6 +34,7 @@ _DOCUMENT_KEYS = {"Version", "Id", "Statement"}
 _STATEMENT_KEYS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction",
                    "Resource", "NotResource", "Condition"}
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
+_IAM_SID = re.compile(r"^[0-9A-Za-z]*$")
 _IAM_ARN = re.compile(
     r"^arn:aws[a-z-]*:(iam::\d{12}:(root|user/.+|role/.+|federated-user/.+)"
     r"|sts::\d{12}:(assumed-role/.+/.+|federated-user/.+))$")
@@ -149,6 +150,11 @@ def _parse_statement(raw: Any, where: str, kind: str) -> Statement:
     sid = raw.get("Sid")
     if sid is not None and not isinstance(sid, str):
         raise _fail(f"{where}: Sid must be a string, got {sid!r}")
+    if sid is not None and kind != RESOURCE and not _IAM_SID.match(sid):
+        # IAM's own documents (identity and trust policies); resource policies
+        # follow their service's rules (Lambda allows [a-zA-Z0-9-_.]).
+        raise _fail(f"{where}: Statement IDs (SID) must be alpha-numeric. Check that your "
+                    f"input satisfies the regular expression [0-9A-Za-z]*, got {sid!r}")
     if "Effect" not in raw:
         raise _fail(f"{where}: Missing required field Effect")
     effect = raw["Effect"]

@@ -22,7 +22,6 @@ LAMBDA_SERVICE = "lambda.amazonaws.com"
 
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _ROOT_ARN = re.compile(r"^arn:aws:iam::(\d{12}):root$")
-_USER_ARN = re.compile(r"^arn:aws:iam::(\d{12}):user/(?:.*/)?([\w+=,.@-]+)$")
 _SERVICE_NAME = re.compile(r"^[a-z0-9.-]+\.amazonaws\.com$")
 
 

@@ -34,7 +34,9 @@ from .errors import (
     TooManyRequestsException,
 )
 from .functions import FunctionConfig, validate
+from .iam import Authorizer, IamRegistry, Principal
 from .invoke import sync
+from .invoke.platform import PlatformService
 from .invoke.sync import InvokeResult
 from .limits import HostLimits
 from .logs import FunctionLog
@@ -130,6 +132,10 @@ class Runtime:
         self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"))
         self._host = HostLimits(cgroups, isolation, cpu_follows_memory, user)
         self._supervisor = Supervisor()
+        # -- permissions (sandbox/iam) --
+        self._iam = IamRegistry(self._store, account_id)
+        self._authorizer = Authorizer(self._iam, account_id)
+        self._platform = PlatformService(self)
         for record in self._store.list_functions():
             config = FunctionConfig.from_record(record)
             self._functions[config.name] = self._open_function(config)
@@ -152,6 +158,7 @@ class Runtime:
             self._functions.clear()
         for function in functions:
             function.pool.close(force=True)
+        self._platform.close()
         with self._launcher_lock:
             if self._launcher is not None:
                 self._launcher.close()
@@ -183,19 +190,25 @@ class Runtime:
         start: str = "snapshot",
         description: str = "",
         network: str = "none",
+        role: str | None = None,
     ) -> dict[str, Any]:
         """Registers a function; returns its configuration in Lambda's shape.
 
         ``code`` is a directory used in place. ``start`` is "snapshot" (fork
         from a zygote that ran INIT once) or "cold" (a new interpreter each).
+        ``role`` is the ARN of its execution role (see :meth:`create_role`):
+        what its platform calls may do. Without one, it may make none.
 
         Raises:
             InvalidParameterValueException: a bad name, handler, memory size,
-                timeout, environment or code directory.
+                timeout, environment or code directory; a role whose trust
+                policy does not let lambda.amazonaws.com assume it.
             ResourceConflictException: the function exists.
         """
         config = validate(name, handler, code, memory_mb, timeout_s, environment, start,
-                          description, network)
+                          description, network, role)
+        if role is not None:
+            self._authorizer.check_execution_role(role, self.function_arn(name))
         with self._lock:
             self._check_open()
             if name in self._functions:
@@ -207,10 +220,11 @@ class Runtime:
 
     def update_function(self, name: str, **changes: Any) -> dict[str, Any]:
         """Changes configuration or code (handler, code, memory_mb, timeout_s,
-        environment, start, description). New invocations get new environments;
-        running ones finish in their old environment."""
+        environment, start, description, network, role: a new role passes the
+        trust-policy check of create_function). New invocations get new
+        environments; running ones finish in their old environment."""
         allowed = {"handler", "code", "memory_mb", "timeout_s", "environment", "start",
-                   "description", "network"}
+                   "description", "network", "role"}
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise InvalidParameterValueException(
@@ -222,6 +236,8 @@ class Runtime:
             current = old.config
             merged = {key: changes.get(key, getattr(current, key)) for key in allowed}
             config = validate(name, **merged)
+            if changes.get("role") is not None:
+                self._authorizer.check_execution_role(changes["role"], old.arn)
             self._store.put_function(name, config.to_record())
             function = self._open_function(config, old.log)
             self._functions[name] = function
@@ -235,6 +251,7 @@ class Runtime:
             function = self._get(name)
             del self._functions[name]
             self._store.delete_function(name)
+            self._iam.delete_function_policy(name)
         function.pool.close()
         function.log.close()
 
@@ -257,13 +274,21 @@ class Runtime:
         *,
         client_context: Mapping[str, Any] | None = None,
         qualifier: str | None = None,
+        caller: Principal | str | None = None,
     ) -> InvokeResult:
         """Invokes a function.
 
         ``payload`` is any JSON-compatible value, or ``bytes``/``str`` holding
-        JSON already. Only RequestResponse and DryRun exist so far.
+        JSON already. Only RequestResponse and DryRun exist so far; DryRun only
+        checks the caller's permission (204 when allowed).
+
+        ``caller`` is who invokes: None is the root user of this Runtime's
+        account (allowed unless the function's policy denies it); otherwise a
+        user or role ARN, an account id, or a :class:`sandbox.iam.Principal`
+        such as ``sandbox.iam.service("s3.amazonaws.com", source_arn=...)``.
 
         Raises:
+            AccessDeniedException: the caller may not invoke the function.
             ResourceNotFoundException: no such function (or qualifier).
             RequestTooLargeException: the JSON payload is over 6 MB.
             InvalidRequestContentException: bytes/str payload is not JSON.
@@ -277,6 +302,7 @@ class Runtime:
             raise InvalidParameterValueException(
                 f"invocation_type must be one of {', '.join(INVOCATION_TYPES)}, "
                 f"got {invocation_type!r}")
+        self._authorizer.authorize_invoke(caller, name, function.arn)
         body = _encode_payload(payload)
         if len(body) > C.SYNC_PAYLOAD_MAX:
             raise RequestTooLargeException(
@@ -296,10 +322,101 @@ class Runtime:
             self._in_flight += 1
         try:
             return sync.invoke(function.pool, function.log, request_id, body, function.arn,
-                               dict(client_context) if client_context else None)
+                               dict(client_context) if client_context else None,
+                               platform=self._platform.handler(name, function.arn,
+                                                               function.config.role))
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    # -- permissions (sandbox/iam) ----------------------------------------------------
+    def _authorize_invoke(self, caller: Principal | str | None, name: str,
+                          request_context: Mapping[str, Any] | None = None) -> Principal:
+        """The permission check of every invocation path: may ``caller``
+        lambda:InvokeFunction function ``name``? Async accept, event source
+        mappings (caller: ``sandbox.iam.service(<service>, source_arn=<queue or
+        stream ARN>, source_account=...)``) and function destinations call it
+        before they run or queue anything. ``request_context`` adds condition
+        keys the transport knows (the HTTP API: ``aws:SourceIp``,
+        ``aws:SecureTransport``). Returns the resolved caller.
+
+        Raises:
+            ResourceNotFoundException: no such function.
+            AccessDeniedException: in IAM's words.
+        """
+        return self._authorizer.authorize_invoke(caller, name, self._get(name).arn,
+                                                 request_context)
+
+    def _authorize_role(self, name: str, actions: str | tuple[str, ...], resource: str) -> None:
+        """May function ``name``'s execution role perform each of ``actions`` on
+        ``resource``? For destinations (``C.DESTINATION_ACTIONS[service]`` on
+        the destination's ARN) and event source mappings
+        (``C.QUEUE_MAPPING_ACTIONS``, ``C.STREAM_MAPPING_ACTIONS`` on the
+        source's ARN), when configured and again when used.
+
+        Raises:
+            AccessDeniedException: it has no role, or the role's policies do not
+                allow one of the actions (named in the message).
+        """
+        function = self._get(name)
+        session = self._authorizer.role_session(function.config.role, name, function.arn)
+        for action in (actions,) if isinstance(actions, str) else actions:
+            self._authorizer.authorize_role(session, action, resource)
+
+    def add_permission(self, function: str, statement_id: str, action: str, principal: str,
+                       source_arn: str | None = None, source_account: str | None = None,
+                       principal_org_id: str | None = None) -> dict[str, Any]:
+        """Lambda's AddPermission: adds a statement to the function's
+        resource-based policy; returns ``{"Statement": <json>}``.
+
+        Raises:
+            ResourceConflictException: the statement id is taken.
+            InvalidParameterValueException: a bad principal, action or condition.
+        """
+        return self._iam.add_permission(function, self._get(function).arn, statement_id,
+                                        action, principal, source_arn, source_account,
+                                        principal_org_id)
+
+    def remove_permission(self, function: str, statement_id: str) -> None:
+        """Lambda's RemovePermission (ResourceNotFoundException for an unknown id)."""
+        self._get(function)
+        self._iam.remove_permission(function, statement_id)
+
+    def get_policy(self, function: str) -> dict[str, Any]:
+        """Lambda's GetPolicy: ``{"Policy": <json>, "RevisionId": ...}``."""
+        self._get(function)
+        return self._iam.get_policy(function)
+
+    def create_user(self, name: str, policies: list[Any] | None = None,
+                    account: str | None = None) -> str:
+        """An IAM user with identity policies, in this account or ``account``;
+        returns its ARN (usable as ``caller``)."""
+        return self._iam.create_user(name, policies, account)
+
+    def put_user_policies(self, user_arn: str, policies: list[Any]) -> None:
+        """Replaces a user's identity policies (effective on the next call)."""
+        self._iam.put_user_policies(user_arn, policies)
+
+    def delete_user(self, user_arn: str) -> None:
+        self._iam.delete_user(user_arn)
+
+    def create_role(self, name: str, trust_policy: Any,
+                    policies: list[Any] | None = None) -> str:
+        """A role with a trust policy and identity policies; returns its ARN."""
+        return self._iam.create_role(name, trust_policy, policies)
+
+    def update_role(self, role_arn: str, trust_policy: Any = None,
+                    policies: list[Any] | None = None) -> None:
+        """Replaces a role's trust policy and/or policies (effective on the next call)."""
+        self._iam.update_role(role_arn, trust_policy, policies)
+
+    def delete_role(self, role_arn: str) -> None:
+        self._iam.delete_role(role_arn)
+
+    def set_organization(self, account: str, organization_id: str | None) -> None:
+        """Puts ``account`` in an AWS Organizations organization, for the
+        ``aws:PrincipalOrgID`` condition (``add_permission(principal_org_id=)``)."""
+        self._iam.set_organization(account, organization_id)
 
     # -- lifecycle --------------------------------------------------------------------
     def shutdown_idle(self, name: str | None = None, idle_for_s: float = 0.0,

@@ -53,3 +53,19 @@ ERROR_OUT_OF_MEMORY = "Runtime.OutOfMemory"
 ERROR_TIMEOUT = "Sandbox.Timedout"
 ERROR_RESPONSE_TOO_LARGE = "Function.ResponseSizeTooLarge"
 FUNCTION_ERROR_UNHANDLED = "Unhandled"
+
+# Permissions. A function's resource-based policy is at most 20 KB (Lambda
+# quotas: "Function resource-based policy").
+FUNCTION_POLICY_MAX_BYTES = 20 * 1024
+# IAM names of users and roles: 1-64 characters of [\w+=,.@-] (IAM quotas).
+IAM_NAME_MAX = 64
+
+# What a function's execution role must allow for Lambda to act for it (the
+# managed policies AWSLambdaSQSQueueExecutionRole, AWSLambdaKinesisExecutionRole,
+# and the developer guide's "Configuring destinations" permissions).
+QUEUE_MAPPING_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+STREAM_MAPPING_ACTIONS = ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
+                          "kinesis:GetRecords", "kinesis:GetShardIterator",
+                          "kinesis:ListShards", "kinesis:SubscribeToShard")
+DESTINATION_ACTIONS = {"sqs": "sqs:SendMessage", "sns": "sns:Publish",
+                       "lambda": "lambda:InvokeFunction", "events": "events:PutEvents"}

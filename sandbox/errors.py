@@ -75,3 +75,62 @@ class ProtocolError(SandboxError):
 
     The channel it came on is closed; the dispatcher and zygotes carry on.
     """
+
+
+# -- permissions (sandbox/iam) --------------------------------------------------------
+class AccessDeniedException(SandboxError):
+    """The caller may not perform the action on the resource.
+
+    The message names who, what and which resource, and why, in IAM's words:
+    "User: <arn> is not authorized to perform: <action> on resource: <arn>
+    because no resource-based policy allows the <action> action".
+    """
+
+    code = "AccessDeniedException"
+    http_status = 403
+
+
+class MalformedPolicyDocumentException(SandboxError):
+    """A policy document is not valid IAM policy JSON; the message names the
+    element at fault (IAM's error code is MalformedPolicyDocument)."""
+
+    code = "MalformedPolicyDocument"
+    http_status = 400
+
+
+class PolicyLengthExceededException(SandboxError):
+    """A function's resource-based policy would exceed its size limit."""
+
+    code = "PolicyLengthExceededException"
+    http_status = 400
+
+
+class EntityAlreadyExistsException(SandboxError):
+    """An IAM user or role of that name exists (IAM's EntityAlreadyExists)."""
+
+    code = "EntityAlreadyExists"
+    http_status = 409
+
+
+class NoSuchEntityException(SandboxError):
+    """No IAM user or role of that name exists (IAM's NoSuchEntity)."""
+
+    code = "NoSuchEntity"
+    http_status = 404
+
+
+def error_class(code: str) -> type[SandboxError]:
+    """The exception class for an error code (SandboxError when unknown), so an
+    error that crossed a process boundary is raised as what it was."""
+    for cls in _all_subclasses(SandboxError):
+        if cls.code == code:
+            return cls
+    return SandboxError
+
+
+def _all_subclasses(cls: type[SandboxError]) -> list[type[SandboxError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found

@@ -49,6 +49,7 @@ class FunctionConfig:
     revision_id: str
     last_modified: str
     network: str = "none"
+    role: str | None = None  # the execution role's ARN (sandbox/iam)
 
     def to_record(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -80,6 +81,7 @@ class FunctionConfig:
             "Architectures": [os.uname().machine.replace("aarch64", "arm64")],
             "StartKind": self.start,
             "Network": self.network,
+            **({"Role": self.role} if self.role is not None else {}),
         }
 
 
@@ -97,6 +99,7 @@ def validate(
     start: str,
     description: str = "",
     network: str = "none",
+    role: str | None = None,
 ) -> FunctionConfig:
     """Checks a configuration the way CreateFunction does.
 
@@ -147,6 +150,6 @@ def validate(
     return FunctionConfig(
         name=name, handler=handler, code=code_dir, memory_mb=memory_mb,
         timeout_s=float(timeout_s), environment=env, start=start, description=description,
-        network=network, revision_id=str(uuid.uuid4()),
+        network=network, role=role, revision_id=str(uuid.uuid4()),
         last_modified=now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000",
     )

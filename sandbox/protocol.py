@@ -51,6 +51,10 @@ READY = "ready"  # environment -> dispatcher: v, pid, init_ms, init_error
 INVOKE = "invoke"  # dispatcher -> environment: id, event, deadline, context fields
 RESULT = "result"  # environment -> dispatcher: id, payload, error_type, duration_ms,
 #                    maxrss_kb, cpu_ms (this invocation), cpu_s (the process so far)
+# Platform calls (sandbox/client/platform.py -> sandbox/invoke/platform.py), made by
+# a running handler between INVOKE and RESULT:
+PLATFORM_CALL = "platform_call"  # environment -> dispatcher: op, params
+PLATFORM_REPLY = "platform_reply"  # dispatcher -> environment: result, or error {type, message}
 
 HEADER = struct.Struct(">I")
 # Room for the non-payload fields of a frame around a maximal payload.

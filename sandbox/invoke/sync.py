@@ -26,7 +26,8 @@ from ..environments.pool import exit_document
 from ..errors import ProtocolError
 from ..limits.host import CPU_BACKSTOP_S
 from ..logs import FunctionLog, billed_ms, invocation_block, tail, timestamp
-from ..protocol import INVOKE, RESULT
+from ..protocol import INVOKE, PLATFORM_CALL, RESULT
+from .platform import PlatformHandler, serve_call
 
 # After a kill, how long to wait for the zygote's report of the exit.
 EXIT_REPORT_WAIT_S = 1.0
@@ -136,8 +137,12 @@ def _init_failure(log: FunctionLog, pool: FunctionPool, request_id: str,
 
 def invoke(pool: FunctionPool, log: FunctionLog, request_id: str, event: bytes, arn: str,
            client_context: dict[str, Any] | None = None,
-           identity: dict[str, Any] | None = None) -> InvokeResult:
-    """Runs one synchronous invocation of ``event`` (JSON bytes)."""
+           identity: dict[str, Any] | None = None,
+           platform: PlatformHandler | None = None) -> InvokeResult:
+    """Runs one synchronous invocation of ``event`` (JSON bytes).
+
+    ``platform`` serves the calls the function makes through its channel
+    while it runs (sandbox/invoke/platform.py)."""
     try:
         env = pool.acquire(request_id)
     except InitFailed as failure:
@@ -160,6 +165,10 @@ def invoke(pool: FunctionPool, log: FunctionLog, request_id: str, event: bytes, 
         finally:
             if spinning:
                 _spin_slots.release()
+        # -- platform calls: served while the invocation runs, within its deadline --
+        while reply is not None and reply["t"] == PLATFORM_CALL:
+            env.channel.send(serve_call(platform, reply, started + timeout_s))
+            reply = env.channel.recv(started + timeout_s)
         pool.rtt_s += RTT_WEIGHT * (time.monotonic() - started - pool.rtt_s)
         if reply is not None and (reply["t"] != RESULT or reply.get("id") != request_id):
             raise ProtocolError(f"environment answered {reply['t']!r} for another request")

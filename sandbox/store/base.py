@@ -20,5 +20,18 @@ class Store(Protocol):
     def list_functions(self) -> list[dict[str, Any]]:
         """All records, ordered by name."""
 
+    # -- permissions (sandbox/iam): users, roles, organizations, function policies ----
+    def put_iam_record(self, kind: str, key: str, record: dict[str, Any]) -> None:
+        """Creates or replaces the IAM record ``key`` of ``kind``."""
+
+    def get_iam_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The record, or None."""
+
+    def delete_iam_record(self, kind: str, key: str) -> bool:
+        """Removes the record; returns whether it existed."""
+
+    def list_iam_records(self, kind: str) -> list[dict[str, Any]]:
+        """All records of ``kind``, ordered by key."""
+
     def close(self) -> None:
         """Releases the backend's resources."""

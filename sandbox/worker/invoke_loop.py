@@ -6,6 +6,7 @@ each invocation, so nothing here copies log text; it only flushes.
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import resource
@@ -87,6 +88,13 @@ def run_one(handler: Handler, frame: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Platform calls (sandbox/client/platform.py): the channel while a handler
+# runs, else None. The lock keeps each call's request and reply together, and
+# the RESULT after any call in progress (a thread of the handler may make one).
+platform_channel: Channel | None = None
+platform_lock = _thread.allocate_lock()
+
+
 def serve_invocations(channel: Channel, handler: Handler | None,
                       init_error: dict[str, Any] | None, init_ms: float) -> None:
     """Announces READY, then runs invocations until the dispatcher hangs up.
@@ -94,6 +102,7 @@ def serve_invocations(channel: Channel, handler: Handler | None,
     Returns when the channel closes (SHUTDOWN) or INIT failed; the caller exits
     the process.
     """
+    global platform_channel
     _flush_logs()
     channel.send({"t": READY, "v": PROTOCOL_VERSION, "pid": os.getpid(),
                   "init_ms": init_ms, "init_error": init_error})
@@ -105,7 +114,11 @@ def serve_invocations(channel: Channel, handler: Handler | None,
             return
         if frame["t"] != INVOKE:
             raise ProtocolError(f"environment expected an {INVOKE!r} frame, got {frame['t']!r}")
-        channel.send(run_one(handler, frame))
+        platform_channel = channel
+        result = run_one(handler, frame)
+        with platform_lock:
+            platform_channel = None
+        channel.send(result)
 
 
 def line_buffered_stdio() -> None:

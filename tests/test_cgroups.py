@@ -26,6 +26,7 @@ from conftest import is_alive, wait_gone
 from sandbox import Runtime
 from sandbox.limits import cgroups
 from sandbox.limits.cgroups import CgroupError, CgroupV1, CgroupV2, Limits
+from sandbox.limits.host import HostLimits
 
 MIB = 1024 * 1024
 
@@ -266,24 +267,56 @@ def test_v2_setup_creates_the_runtime_dir_and_enables_controllers(tmp_path, writ
     name = os.path.basename(runtime_dir)
     assert runtime_dir == f"{parent}/sandbox/{name}" and cgroups._runtime_alive(name)
     assert os.path.isdir(runtime_dir)
-    for directory in (f"{parent}/sandbox", runtime_dir):
+    # From the directory holding sandbox/ (the parent of this process's own
+    # cgroup) down: a controller reaches a cgroup only if every ancestor enables it.
+    for directory in (str(parent), f"{parent}/sandbox", runtime_dir):
         enabled = [v for p, v in writes if p == f"{directory}/cgroup.subtree_control"]
         assert enabled == ["+memory", "+pids", "+cpu"]
+    assert backend.cpu_quota is True
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: CgroupV2.setup (sandbox/limits/cgroups.py _prepare_runtime_dir) ignores failures to "
-    "enable controllers (_try_write) and never enables them in the parent of sandbox/, so a "
-    "host without delegation passes detection and setup, then every environment's create() "
-    "fails (memory.max missing) instead of falling back to rlimits with a reason"))
 def test_v2_setup_fails_when_controllers_cannot_be_enabled(tmp_path):
     backend, parent = v2_backend(tmp_path)
     os.makedirs(backend.runtime_dirs[""])
     # cgroupfs answers EBUSY/ENOENT here (no delegation); a directory in the way fails alike.
     for directory in (parent, parent / "sandbox", Path(backend.runtime_dirs[""])):
         (directory / "cgroup.subtree_control").mkdir()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=f"cannot enable the memory controller for {parent}'s"):
         backend.setup()
+
+
+def test_v2_controllers_already_on_are_accepted_and_cpu_is_optional(tmp_path, monkeypatch):
+    backend, parent = v2_backend(tmp_path)
+    real_write = cgroups._write
+
+    def refuse_cpu_and_the_top(path: str, value: str) -> None:
+        if value == "+cpu" or os.path.dirname(path) == str(parent):
+            raise OSError(16, "Device or resource busy")
+        real_write(path, value)
+
+    (parent / "cgroup.subtree_control").write_text("memory pids\n")  # on already
+    monkeypatch.setattr(cgroups, "_write", refuse_cpu_and_the_top)
+    backend.setup()
+    assert backend.cpu_quota is False
+    cg = backend.create("env-1", Limits(128 * MIB, 1024, 0.5))
+    assert not os.path.exists(os.path.join(cg.dirs[""], "cpu.max"))
+
+
+def test_v2_host_without_delegation_falls_back_to_rlimits(tmp_path, monkeypatch):
+    backend, parent = v2_backend(tmp_path)
+    (parent / "cgroup.subtree_control").mkdir()
+    monkeypatch.setattr(cgroups, "detect", lambda: cgroups.Detection(2, {"": str(parent)},
+                                                                     "cgroup v2"))
+    monkeypatch.setattr(cgroups, "backend_for", lambda detection: backend)
+    host = HostLimits(use_cgroups=None, isolate=False)
+    try:
+        report = host.describe()
+        assert host.cgroup is None
+        assert report["memory"] == {"enforced": True, "by": "RLIMIT_AS", "reason": None}
+        assert report["pids"]["enforced"] is False
+        assert "cannot enable the memory controller" in report["cgroup"]["reason"]
+    finally:
+        host.close()
 
 
 def test_v2_create_writes_the_limits(tmp_path, writes):

@@ -336,15 +336,37 @@ class CgroupBackend:
 
 class CgroupV2(CgroupBackend):
     version = 2
+    REQUIRED_CONTROLLERS = ("memory", "pids")
 
     def __init__(self, parent: str) -> None:
         super().__init__({"": parent})
+        self.cpu_quota = True
 
     def _prepare_runtime_dir(self, key: str, path: str) -> None:
-        # Enable the controllers for the environments below, top-down.
-        for directory in (os.path.dirname(path), path):
-            for controller in ("memory", "pids", "cpu"):
-                _try_write(os.path.join(directory, "cgroup.subtree_control"), f"+{controller}")
+        """Enables the controllers for the environments below, top-down from
+        the directory that holds sandbox/ (the parent of this process's own
+        cgroup). Without delegation of memory and pids no limit could be set:
+        raise, so that the Runtime falls back to rlimits and says why."""
+        sandbox_dir = os.path.dirname(path)
+        for directory in (os.path.dirname(sandbox_dir), sandbox_dir, path):
+            for controller in (*self.REQUIRED_CONTROLLERS, "cpu"):
+                if self._enable(directory, controller):
+                    continue
+                if controller == "cpu":
+                    self.cpu_quota = False  # CPU is not limited; reported as such
+                    continue
+                raise OSError(f"cannot enable the {controller} controller for "
+                              f"{directory}'s children (is it delegated to this user?)")
+
+    @staticmethod
+    def _enable(directory: str, controller: str) -> bool:
+        subtree = os.path.join(directory, "cgroup.subtree_control")
+        if _try_write(subtree, f"+{controller}"):
+            return True
+        try:  # already on (a write can fail on a busy parent that has it)
+            return controller in _read(subtree).split()
+        except OSError:
+            return False
 
     def configure(self, cgroup: EnvCgroup, limits: Limits) -> None:
         d = cgroup.dirs[""]
@@ -354,7 +376,7 @@ class CgroupV2(CgroupBackend):
         # An OOM kill takes the whole environment, not one random process.
         _try_write(os.path.join(d, "memory.oom.group"), "1")
         _write(os.path.join(d, "pids.max"), str(limits.pids_max))
-        if limits.cpu_vcpus is not None:
+        if limits.cpu_vcpus is not None and self.cpu_quota:
             quota = max(int(CPU_PERIOD_US * limits.cpu_vcpus), 1000)
             _write(os.path.join(d, "cpu.max"), f"{quota} {CPU_PERIOD_US}")
 

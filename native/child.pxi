@@ -9,7 +9,7 @@ cdef extern from *:
     static const char *const sandbox_stage_names[] = {
         "signals", "setsid", "pdeathsig", "fds", "exec", "cgroup", "rlimit",
         "unshare", "mounts", "loopback", "hostname", "capabilities", "ids",
-        "no_new_privs", "seccomp",
+        "no_new_privs", "seccomp", "network_namespace",
     };
     """
     const char *const sandbox_stage_names[]
@@ -36,6 +36,7 @@ cdef extern from "isolation.h" nogil:
         int no_new_privs
         int undumpable
         int parent_pidfd
+        int netns_fd
         sock_fprog *seccomp
     int unshare(int flags)
     int sethostname(const char *name, size_t len)
@@ -65,6 +66,7 @@ cdef enum Stage:
     STAGE_IDS = 12
     STAGE_NO_NEW_PRIVS = 13
     STAGE_SECCOMP = 14
+    STAGE_NETWORK_NAMESPACE = 15
 
 # The fd layout every execution environment starts with.
 cdef enum:
@@ -134,6 +136,9 @@ cdef struct ChildLimits:
 
 cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogil:
     """Namespaces, mounts, capabilities, ids and no_new_privs, in that order."""
+    # A network namespace the zygote made ahead of time, unused by anyone.
+    if iso.netns_fd >= 0 and setns(iso.netns_fd, CLONE_NEWNET) != 0:
+        _report_and_exit(err_fd, errno, STAGE_NETWORK_NAMESPACE)
     if iso.unshare_flags and unshare(iso.unshare_flags) != 0:
         _report_and_exit(err_fd, errno, STAGE_UNSHARE)
     if iso.private_mounts and sandbox_setup_mounts(iso) != 0:

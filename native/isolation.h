@@ -57,6 +57,7 @@ typedef struct {
     int no_new_privs;
     int undumpable;              /* PR_SET_DUMPABLE 0 (environments share a uid) */
     int parent_pidfd;            /* -1, or a pidfd of the zygote (own pid namespace) */
+    int netns_fd;                /* -1, or a fresh network namespace to enter */
     struct sock_fprog *seccomp;  /* NULL: no filter */
 } sandbox_isolation;
 

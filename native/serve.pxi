@@ -95,7 +95,10 @@ def serve(int ctrl_fd, object dispatch):
         rlimits, isolation, tag)``, or None to stop the loop;
       - ``dispatch.spawned(tag, pid, error)`` is told each outcome (``error``
         is the exception or None) and owns closing the request's fds;
-      - ``dispatch.exited(pid, wait_status, maxrss_kb, utime_s, stime_s)``.
+      - ``dispatch.exited(pid, wait_status, maxrss_kb, utime_s, stime_s)``;
+      - ``dispatch.idle()`` is called when nothing is waiting, for work done
+        ahead of demand; it returns whether more such work remains (the loop
+        then polls without blocking and calls it again).
 
     Returns:
         None in the zygote, after the loop ended and every child was killed
@@ -110,6 +113,7 @@ def serve(int ctrl_fd, object dispatch):
     cdef set children = set()
     cdef bytearray buf = bytearray(MAX_PACKET)
     cdef bint in_child = False
+    cdef bint idle_work = True
 
     sigemptyset(&chld)
     sigaddset(&chld, SIGCHLD)
@@ -127,11 +131,14 @@ def serve(int ctrl_fd, object dispatch):
             fds[1].events = POLLIN
             fds[1].revents = 0
             with nogil:
-                rc = poll(fds, 2, -1)
+                rc = poll(fds, 2, 0 if idle_work else -1)
             if rc < 0:
                 if errno == EINTR:
                     continue
                 raise OSError(errno, "poll")
+            if rc == 0:
+                idle_work = dispatch.idle()
+                continue
             if fds[1].revents:
                 while read(sfd, drain, sizeof(drain)) > 0:
                     pass
@@ -160,6 +167,7 @@ def serve(int ctrl_fd, object dispatch):
                     return tag
                 children.add(pid)
                 dispatch.spawned(tag, pid, None)
+            idle_work = True
     finally:
         # A snapshot child must not touch these: its set-up already reset the
         # mask, and sfd's number may now be its channel.

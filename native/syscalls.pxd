@@ -81,6 +81,7 @@ cdef extern from "<sched.h>" nogil:
     int setns(int fd, int nstype)
     enum:
         CLONE_NEWPID
+        CLONE_NEWNET
 cdef extern from "<spawn.h>" nogil:
     # parent only; NULL file actions and attributes
     int posix_spawn(pid_t *pid, const char *path, const void *file_actions,

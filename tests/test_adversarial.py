@@ -1042,12 +1042,7 @@ def test_init_out_of_memory_is_reported(runtime, kind):
 
 
 # -- environments of one function share nothing ----------------------------------------------
-@pytest.mark.parametrize("kind", [
-    pytest.param("snapshot", marks=pytest.mark.xfail(strict=True, reason=(
-        "KNOWN (README, Known limits): a snapshot function's environments share the empty "
-        "network namespace its zygote enters once before INIT, so one environment reaches "
-        "another's loopback listeners"))),
-    "cold"])
+@pytest.mark.parametrize("kind", ["snapshot", "cold"])
 def test_loopback_of_another_environment_is_not_reachable(runtime, kind):
     isolation_step(runtime, "network")
     fn = adversary(runtime, start=kind, timeout_s=5)

@@ -87,11 +87,12 @@ class FunctionPool:
         python_path = tuple(p for p in config.environment.get("PYTHONPATH", "").split(":") if p)
         self.isolation = host.isolation.spec(config.network, config.code,
                                              self.limits.ephemeral_mb, python_path)
-        # A snapshot function's zygote enters the empty network namespace
-        # once; its children then need not create one each.
+        # A snapshot function's zygote enters an empty network namespace for
+        # INIT, and makes one for each child ahead of time (own_network).
         self._zygote_no_network = bool(self.isolation["unshare"] & CLONE_NEWNET)
         self._snapshot_isolation = dict(self.isolation, loopback_up=False,
-                                        unshare=self.isolation["unshare"] & ~CLONE_NEWNET)
+                                        unshare=self.isolation["unshare"] & ~CLONE_NEWNET,
+                                        own_network=self._zygote_no_network)
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher

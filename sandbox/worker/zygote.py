@@ -35,6 +35,8 @@ from ..protocol import (
 from .handler import initialize
 from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
 
+CLONE_NEWNET = 0x40000000
+
 # typing is not imported at run time: every cold start would pay for it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,13 +56,48 @@ def thread_count() -> int:
     return 1
 
 
-class _Dispatch:
-    """Decodes control frames for the native loop and reports outcomes."""
+# Network namespaces a zygote keeps made for its next environments.
+NETWORK_NAMESPACES_AHEAD = 2
 
-    def __init__(self, ctrl_fd: int) -> None:
+
+class _Dispatch:
+    """Decodes control frames for the native loop and reports outcomes.
+
+    For environments that ask for a network namespace of their own
+    (``own_network``), it keeps a few made ahead while idle, so that a spawn
+    only enters one.
+    """
+
+    def __init__(self, ctrl_fd: int, network_namespaces_ahead: int = 0) -> None:
         self.ctrl_fd = ctrl_fd
         self.connected = True
         self.env_by_pid: dict[int, str] = {}
+        self.netns_ahead = network_namespaces_ahead
+        self.netns_ready: list[int] = []
+
+    def idle(self) -> bool:
+        """Makes one network namespace ahead; whether more are wanted."""
+        if len(self.netns_ready) < self.netns_ahead:
+            try:
+                self.netns_ready.append(_native.prepare_network_namespace())
+            except OSError as exc:
+                sys.stderr.write(f"zygote {os.getpid()}: cannot prepare a network "
+                                 f"namespace ({exc}); children make their own\n")
+                self.netns_ahead = 0
+        return len(self.netns_ready) < self.netns_ahead
+
+    def _with_network(self, isolation: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+        """The child's isolation, with a network namespace of its own: one
+        made ahead, else one made now, else the child's own unshare."""
+        if not self.netns_ready:
+            self.netns_ahead = max(self.netns_ahead, 1)
+            self.idle()
+        if not self.netns_ready:
+            return dict(isolation, unshare=isolation.get("unshare", 0) | CLONE_NEWNET,
+                        loopback_up=True)
+        fd = self.netns_ready.pop()
+        frame["_fds"].append(fd)  # closed with the request's fds once spawned
+        return dict(isolation, netns_fd=fd)
 
     def send(self, frame: dict[str, Any]) -> None:
         if not self.connected:
@@ -86,12 +123,15 @@ class _Dispatch:
                 os.close(fd)
             sys.stderr.write(f"zygote {os.getpid()}: closing the control channel: {exc}\n")
             return None
-        frame["_fds"] = fds
+        frame["_fds"] = list(fds)
+        isolation = frame.get("isolation")
+        if isolation and isolation.get("own_network"):
+            isolation = self._with_network(isolation, frame)
         # Whatever INIT printed must not be printed again by every child.
         sys.stdout.flush()
         sys.stderr.flush()
         return [(fds[0], fds[1], frame.get("exec"), frame.get("environ"), fds[2:],
-                 frame.get("rlimits") or [], frame.get("isolation"), frame)]
+                 frame.get("rlimits") or [], isolation, frame)]
 
     def spawned(self, frame: dict[str, Any], pid: int, error: OSError | None) -> None:
         for fd in frame["_fds"]:
@@ -126,8 +166,9 @@ def main() -> None:
             for fd in map(int, arg.partition("=")[2].split(",")):
                 os.write(fd, b"0")
                 os.close(fd)
-    if "--no-network" in sys.argv[3:]:
-        # network="none" holds for INIT too; the children share this namespace.
+    no_network = "--no-network" in sys.argv[3:]
+    if no_network:
+        # network="none" holds for INIT too; each child gets one of its own.
         _native.enter_network_namespace()
     line_buffered_stdio()
     handler: Handler | None = None
@@ -136,7 +177,7 @@ def main() -> None:
     if mode == "function":
         handler, init_error, init_ms = initialize()
     threads = thread_count()
-    dispatch = _Dispatch(ctrl_fd)
+    dispatch = _Dispatch(ctrl_fd, NETWORK_NAMESPACES_AHEAD if no_network else 0)
     dispatch.send({"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid(), "init_ms": init_ms,
                    "init_error": init_error, "fork_safe": threads == 1, "threads": threads})
     if init_error is not None or threads != 1:

@@ -1,0 +1,382 @@
+"""The measured cases of ``sandbox bench``: what one sample of each costs.
+
+Three families, each sample timed in this process from request to result:
+
+* this runtime (``warm``, ``snapshot``, ``cold`` for the no-op handler and
+  ``…-heavy`` for examples/heavy, whose INIT imports asyncio, ssl, email, …):
+  ``Runtime.invoke`` with an idle environment (warm), right after
+  ``shutdown_idle`` (snapshot: a fork from the zygote; cold: a new interpreter).
+  Every isolation step the host supports is on; the CPU quota is off, since
+  Lambda's 128 MB = 7 % of a vCPU would measure the quota, and peers have none.
+* peers a user might pick instead: a fresh ``python`` per invocation;
+  ``multiprocessing`` with the forkserver start method and the handler
+  preloaded (a new process per invocation, result sent back over a pipe); a
+  warm ``ProcessPoolExecutor``; ``bwrap`` running a fresh ``python`` in new
+  namespaces, where bubblewrap is installed.
+* the physical floor: fork + ``_exit`` + ``waitpid`` timed in C
+  (``sandbox._native.fork_exit_wait``), the same with ``os.fork`` from this
+  process (which has imported the heavy handler's modules, so it is at least
+  as big as the heavy zygote), and one framed msgpack request/reply over a
+  socketpair to a forked echo process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .. import _native
+from ..api import Runtime
+from ..errors import ServiceException
+from ..protocol import HEADER, INVOKE, RESULT, encode
+from . import peer_worker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples")
+HANDLERS = {"noop": os.path.join(EXAMPLES, "noop"), "heavy": os.path.join(EXAMPLES, "heavy")}
+# The heavy handler's imports, also done by this process before its fork floor.
+HEAVY_MODULES = ("asyncio", "decimal", "email.message", "http.client", "json", "ssl")
+PEER_SCRIPT = "import app; app.handler({}, None)"
+
+# Seconds per sample: a list of n timings.
+Sampler = Callable[[int], list[float]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured case.
+
+    Attributes:
+        name: e.g. ``warm``, ``snapshot-heavy``, ``peer-bwrap``, ``floor-os-fork``.
+        family: ``sandbox``, ``peer`` or ``floor``.
+        handler: ``noop``, ``heavy``, or None for the floors.
+        start: the start kind for this runtime's cases, else None.
+        per_round: samples taken each time the case's turn comes in a round.
+        sample: takes n samples, returns their durations in seconds.
+        description: what one sample is.
+    """
+
+    name: str
+    family: str
+    handler: str | None
+    start: str | None
+    per_round: int
+    sample: Sampler
+    description: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+def case_name(base: str, handler: str | None) -> str:
+    """``warm`` for the no-op handler, ``warm-heavy`` for the heavy one."""
+    return base if handler in (None, "noop") else f"{base}-{handler}"
+
+
+def bwrap_argv(code_dir: str, python: str = sys.executable) -> list[str] | None:
+    """bubblewrap running the handler in a fresh interpreter with new namespaces
+    (a read-only root, private /tmp, /proc and /dev), or None when not installed."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None
+    return [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--tmpfs", "/tmp", "--unshare-all", "--die-with-parent", "--new-session",
+            "--chdir", code_dir, python, "-c", PEER_SCRIPT]
+
+
+class CaseSet:
+    """Builds every case and owns what they use (a Runtime, an echo process, a
+    forkserver, a process pool); :meth:`close` ends all of it.
+
+    Args:
+        per_round_scale: multiplies each case's samples per round (``--quick``
+            uses less than 1; at least one sample is always taken).
+    """
+
+    def __init__(self, per_round_scale: float = 1.0) -> None:
+        self.scale = per_round_scale
+        self.cases: list[Case] = []
+        self.skipped: list[Skipped] = []
+        self.runtime: Runtime | None = None
+        self._echo_pid = 0
+        self._echo_sock: socket.socket | None = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._forkserver_started = False
+
+    def __enter__(self) -> CaseSet:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _add(self, name: str, family: str, handler: str | None, start: str | None,
+             per_round: int, sample: Sampler, description: str) -> None:
+        rounds = max(1, round(per_round * self.scale))
+        self.cases.append(Case(name, family, handler, start, rounds, sample, description))
+
+    # -- building ---------------------------------------------------------------------
+    def build(self) -> list[Case]:
+        """Creates every case (booting what they need); returns them."""
+        for module in HEAVY_MODULES:
+            __import__(module)
+        self._floors()
+        self._runtime_cases()
+        self._peers()
+        return self.cases
+
+    def _floors(self) -> None:
+        self._add("floor-fork-native", "floor", None, None, 40,
+                  _native.fork_exit_wait, "fork + _exit + waitpid, timed in C")
+        self._add("floor-os-fork", "floor", None, None, 40, _os_fork_samples,
+                  "os.fork + os._exit + os.waitpid from this process")
+        self._echo_sock, self._echo_pid = _start_echo()
+        self._add("floor-roundtrip", "floor", None, None, 400,
+                  _roundtrip_sampler(self._echo_sock),
+                  "one framed msgpack INVOKE/RESULT over a socketpair to a forked echo")
+
+    def _runtime_cases(self) -> None:
+        rt = self.runtime = Runtime(cpu_follows_memory=False, idle_timeout_s=3600)
+        for handler, code in HANDLERS.items():
+            for start in ("snapshot", "cold"):
+                name = f"{handler}-{start}"
+                rt.create_function(name, handler="app.handler", code=code, start=start)
+                _check(rt.invoke(name, {}), start)  # boots the zygote / launcher
+            snapshot_fn = f"{handler}-snapshot"
+            self._add(case_name("warm", handler), "sandbox", handler, "warm", 300,
+                      _invoke_sampler(rt, snapshot_fn, "warm", retire=False),
+                      "Runtime.invoke reusing an idle environment")
+            self._add(case_name("snapshot", handler), "sandbox", handler, "snapshot", 6,
+                      _invoke_sampler(rt, snapshot_fn, "snapshot", retire=True),
+                      "Runtime.invoke forking a new environment from the zygote")
+            self._add(case_name("cold", handler), "sandbox", handler, "cold", 1,
+                      _invoke_sampler(rt, f"{handler}-cold", "cold", retire=True),
+                      "Runtime.invoke starting a new interpreter (INIT included)")
+
+    def _peers(self) -> None:
+        for handler, code in HANDLERS.items():
+            self._add(case_name("peer-python", handler), "peer", handler, None, 1,
+                      _subprocess_sampler([sys.executable, "-c", PEER_SCRIPT], code),
+                      "a fresh `python -c` importing and calling the handler")
+        self._forkserver_peers()
+        for handler, code in HANDLERS.items():
+            argv = bwrap_argv(code)
+            name = case_name("peer-bwrap", handler)
+            if argv is None:
+                self.skipped.append(Skipped(name, "bubblewrap (bwrap) is not installed"))
+                continue
+            trial = subprocess.run(argv, cwd=code, capture_output=True, text=True)
+            if trial.returncode != 0:
+                reason = (trial.stderr.strip().splitlines() or ["no output"])[-1]
+                self.skipped.append(Skipped(name, f"bwrap fails on this host: {reason}"))
+                continue
+            self._add(name, "peer", handler, None, 1, _subprocess_sampler(argv, code),
+                      "bwrap (new namespaces, read-only root) running a fresh python")
+
+    def _forkserver_peers(self) -> None:
+        # One forkserver per process: restart it so our preload applies.
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+        os.environ[peer_worker.PRELOAD_ENV] = os.pathsep.join(HANDLERS.values())
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([peer_worker.__name__])
+        self._forkserver_started = True
+        for handler, code in HANDLERS.items():
+            self._add(case_name("peer-forkserver", handler), "peer", handler, None, 4,
+                      _forkserver_sampler(context, code),
+                      "multiprocessing forkserver (handler preloaded): a new process "
+                      "per invocation, result over a pipe")
+        self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+        for handler, code in HANDLERS.items():
+            self._pool.submit(peer_worker.invoke, code, {}).result()
+            self._add(case_name("peer-pool", handler), "peer", handler, None, 300,
+                      _pool_sampler(self._pool, code),
+                      "a warm ProcessPoolExecutor worker (submit + result)")
+
+    # -- closing ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Ends every process the cases started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._forkserver_started:
+            multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+            os.environ.pop(peer_worker.PRELOAD_ENV, None)
+            self._forkserver_started = False
+        if self._echo_sock is not None:
+            self._echo_sock.close()
+            self._echo_sock = None
+            os.waitpid(self._echo_pid, 0)
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
+
+
+# -- samplers ----------------------------------------------------------------------
+
+
+def _check(result: Any, expected_start: str) -> None:
+    report = result.report
+    if result.function_error is not None or report is None:
+        raise ServiceException(f"benchmark invocation failed: {result.payload}")
+    if report["start"] != expected_start:
+        raise ServiceException(
+            f"benchmark expected a {expected_start} start, got {report['start']}")
+
+
+def _invoke_sampler(rt: Runtime, name: str, start: str, retire: bool) -> Sampler:
+    invoke = rt.invoke
+
+    def sample(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            if retire:  # the old environment's exit must not overlap the timed call
+                rt.shutdown_idle(name, wait=True)
+            t0 = time.perf_counter()
+            result = invoke(name, {})
+            times.append(time.perf_counter() - t0)
+            _check(result, start)
+        return times
+
+    return sample
+
+
+def _subprocess_sampler(argv: list[str], cwd: str) -> Sampler:
+    def sample(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            subprocess.run(argv, cwd=cwd, check=True, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    return sample
+
+
+def _forkserver_sampler(context: Any, code: str) -> Sampler:
+    def sample(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=peer_worker.invoke_and_send,
+                                      args=(sender, code, {}))
+            process.start()
+            sender.close()
+            receiver.recv()
+            process.join()
+            times.append(time.perf_counter() - t0)
+            receiver.close()
+            if process.exitcode != 0:
+                raise ServiceException(f"forkserver peer exited with {process.exitcode}")
+        return times
+
+    return sample
+
+
+def _pool_sampler(pool: concurrent.futures.ProcessPoolExecutor, code: str) -> Sampler:
+    submit = pool.submit
+    target = peer_worker.invoke
+
+    def sample(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            submit(target, code, {}).result()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    return sample
+
+
+def _os_fork_samples(n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# -- the socketpair echo ------------------------------------------------------------
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if not n:
+            return None
+        got += n
+    return bytes(buf)
+
+
+def _echo(sock: socket.socket) -> None:
+    """Answers each frame with a RESULT-shaped frame, as an environment does."""
+    while True:
+        head = _recv_exact(sock, HEADER.size)
+        body = _recv_exact(sock, HEADER.unpack(head)[0]) if head is not None else None
+        if body is None:
+            return
+        frame = msgpack.unpackb(body, raw=False)
+        reply = {"t": RESULT, "id": frame["id"], "payload": b"null", "error_type": None,
+                 "duration_ms": 0.0, "maxrss_kb": 0}
+        sock.sendall(encode(reply))
+
+
+def _start_echo() -> tuple[socket.socket, int]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:  # the echo process: never returns into the caller
+        code = 0
+        try:
+            ours.close()
+            _echo(theirs)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    return ours, pid
+
+
+def _roundtrip_sampler(sock: socket.socket) -> Sampler:
+    frame = {"t": INVOKE, "id": str(uuid.uuid4()), "event": b"{}",
+             "arn": "arn:aws:lambda:us-east-1:000000000000:function:noop",
+             "deadline_ms": time.time() * 1000.0 + 3000.0, "client_context": None,
+             "identity": None}
+
+    def sample(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            sock.sendall(encode(frame))
+            head = _recv_exact(sock, HEADER.size)
+            body = _recv_exact(sock, HEADER.unpack(head)[0]) if head is not None else None
+            if body is None:
+                raise ServiceException("the echo process closed the socketpair")
+            msgpack.unpackb(body, raw=False)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    return sample

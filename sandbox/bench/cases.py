@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import shutil
 import socket
@@ -100,6 +101,22 @@ def bwrap_argv(code_dir: str, python: str = sys.executable) -> list[str] | None:
             "--chdir", code_dir, python, "-c", PEER_SCRIPT]
 
 
+def bwrap_peer(code_dir: str) -> tuple[list[str] | None, str | None]:
+    """The bwrap peer's argv once a trial run worked, else None and why not
+    (not installed, or it fails here: no user namespaces, no privileges...)."""
+    argv = bwrap_argv(code_dir)
+    if argv is None:
+        return None, "bubblewrap (bwrap) is not installed"
+    try:
+        trial = subprocess.run(argv, cwd=code_dir, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"bwrap cannot run here: {exc}"
+    if trial.returncode != 0:
+        reason = (trial.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"bwrap fails on this host (exit {trial.returncode}): {reason}"
+    return argv, None
+
+
 class CaseSet:
     """Builds every case and owns what they use (a Runtime, an echo process, a
     forkserver, a process pool); :meth:`close` ends all of it.
@@ -118,6 +135,7 @@ class CaseSet:
         self._echo_sock: socket.socket | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._forkserver_started = False
+        self._tracker_was_running = False
 
     def __enter__(self) -> CaseSet:
         return self
@@ -175,25 +193,22 @@ class CaseSet:
                       "a fresh `python -c` importing and calling the handler")
         self._forkserver_peers()
         for handler, code in HANDLERS.items():
-            argv = bwrap_argv(code)
             name = case_name("peer-bwrap", handler)
+            argv, reason = bwrap_peer(code)
             if argv is None:
-                self.skipped.append(Skipped(name, "bubblewrap (bwrap) is not installed"))
-                continue
-            trial = subprocess.run(argv, cwd=code, capture_output=True, text=True)
-            if trial.returncode != 0:
-                reason = (trial.stderr.strip().splitlines() or ["no output"])[-1]
-                self.skipped.append(Skipped(name, f"bwrap fails on this host: {reason}"))
+                self.skipped.append(Skipped(name, reason or "bwrap unusable"))
                 continue
             self._add(name, "peer", handler, None, 1, _subprocess_sampler(argv, code),
                       "bwrap (new namespaces, read-only root) running a fresh python")
 
     def _forkserver_peers(self) -> None:
         # One forkserver per process: restart it so our preload applies.
-        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+        _forkserver()._stop()
+        self._tracker_was_running = _resource_tracker()._fd is not None
         os.environ[peer_worker.PRELOAD_ENV] = os.pathsep.join(HANDLERS.values())
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([peer_worker.__name__])
+        # "__main__" too: the workers then skip re-running the main module each.
+        context.set_forkserver_preload(["__main__", peer_worker.__name__])
         self._forkserver_started = True
         for handler, code in HANDLERS.items():
             self._add(case_name("peer-forkserver", handler), "peer", handler, None, 4,
@@ -214,7 +229,9 @@ class CaseSet:
             self._pool.shutdown(wait=True)
             self._pool = None
         if self._forkserver_started:
-            multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+            _forkserver()._stop()
+            if not self._tracker_was_running:  # the forkserver started it: ours to stop
+                _resource_tracker()._stop()
             os.environ.pop(peer_worker.PRELOAD_ENV, None)
             self._forkserver_started = False
         if self._echo_sock is not None:
@@ -224,6 +241,15 @@ class CaseSet:
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
+
+
+# multiprocessing's process-wide helpers; _stop() is what its own tests use.
+def _forkserver() -> Any:
+    return vars(multiprocessing.forkserver)["_forkserver"]
+
+
+def _resource_tracker() -> Any:
+    return vars(multiprocessing.resource_tracker)["_resource_tracker"]
 
 
 # -- samplers ----------------------------------------------------------------------

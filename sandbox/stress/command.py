@@ -37,7 +37,7 @@ class StressReport:
     weights: dict[str, int]
     concurrency: int
     result: driver.DriveResult
-    leaks: list[str]
+    leaks: list[leaks.Leak]
     flatness: list[driver.Flatness] = field(default_factory=list)
     soak: bool = False
 

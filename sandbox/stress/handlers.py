@@ -92,7 +92,7 @@ KIND_LIST = (
     Kind("cpu", _CPU, 10.0, frozenset({"ok"})),
     Kind("alloc", _ALLOC, 10.0, frozenset({"oom", "error"})),
     Kind("crash", _CRASH, 10.0, frozenset({"signal", "exit", "crashed"})),
-    Kind("orphan", _ORPHAN, 10.0, frozenset({"signal", "exit", "crashed"})),
+    Kind("orphan", _ORPHAN, 3.0, frozenset({"signal", "exit", "crashed"})),
     Kind("timeout", _TIMEOUT, 1.0, frozenset({"timeout"})),
 )
 KINDS: dict[str, Kind] = {kind.name: kind for kind in KIND_LIST}

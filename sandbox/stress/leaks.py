@@ -29,6 +29,19 @@ SYSV_TABLES = ("shm", "sem", "msg")
 
 
 @dataclass(frozen=True)
+class Leak:
+    """One thing left behind: ``kind`` is process, cgroup, fd, tempfile,
+    dev_shm or sysv; ``ident`` the pid, path, fd number or id."""
+
+    kind: str
+    ident: str
+    description: str
+
+    def __str__(self) -> str:
+        return self.description
+
+
+@dataclass(frozen=True)
 class HostState:
     pids: frozenset[int]
     fds: frozenset[int]
@@ -47,7 +60,12 @@ def _descendants() -> set[int]:
 
 
 def _fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+    """This process's open fds, without the one used to list them."""
+    listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return {int(fd) for fd in os.listdir(listing)} - {listing}
+    finally:
+        os.close(listing)
 
 
 def _cgroup_dirs(parents: Iterable[str]) -> set[str]:
@@ -103,40 +121,43 @@ def _orphans(private_root: str) -> set[int]:
     return found
 
 
-def _describe_pid(pid: int) -> str:
+def _describe_pid(pid: int) -> Leak:
     try:
         proc = psutil.Process(pid)
-        return f"process {pid} ({' '.join(proc.cmdline())[:120] or proc.name()}) still running"
+        what = " ".join(proc.cmdline())[:120] or proc.name()
     except psutil.Error:
-        return f"process {pid} still running"
+        what = "gone while listed"
+    return Leak("process", str(pid), f"process {pid} ({what}) still running")
 
 
-def _describe_fd(fd: int) -> str:
+def _describe_fd(fd: int) -> Leak:
     try:
-        return f"fd {fd} -> {os.readlink(f'/proc/self/fd/{fd}')} still open"
+        target = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
-        return f"fd {fd} still open"
+        target = "?"
+    return Leak("fd", str(fd), f"fd {fd} -> {target} still open")
 
 
 def _current(before: HostState, cgroup_parents: list[str], temp_dir: str,
-             private_root: str) -> list[str]:
+             private_root: str) -> list[Leak]:
     leaks = [_describe_pid(pid)
              for pid in sorted((_descendants() | _orphans(private_root)) - before.pids)
              if pid != os.getpid()]
-    leaks += [f"cgroup {path} still exists"
+    leaks += [Leak("cgroup", path, f"cgroup {path} still exists")
               for path in sorted(_cgroup_dirs(cgroup_parents) - before.cgroup_dirs)]
     leaks += [_describe_fd(fd) for fd in sorted(_fds() - before.fds)]
-    leaks += [f"temporary file {os.path.join(temp_dir, name)} left behind"
-              for name in sorted(_listdir(temp_dir) - before.temp_entries)]
-    leaks += [f"/dev/shm/{name} left behind"
+    for name in sorted(_listdir(temp_dir) - before.temp_entries):
+        path = os.path.join(temp_dir, name)
+        leaks.append(Leak("tempfile", path, f"temporary file {path} left behind"))
+    leaks += [Leak("dev_shm", f"/dev/shm/{name}", f"/dev/shm/{name} left behind")
               for name in sorted(_listdir("/dev/shm") - before.dev_shm)]
-    leaks += [f"SysV {table} id {ident} left behind"
+    leaks += [Leak("sysv", f"{table}:{ident}", f"SysV {table} id {ident} left behind")
               for table, ident in sorted(_sysv() - before.sysv)]
     return leaks
 
 
 def find_leaks(before: HostState, cgroup_parents: Iterable[str], temp_dir: str,
-               private_root: str, settle_s: float = 3.0) -> list[str]:
+               private_root: str, settle_s: float = 3.0) -> list[Leak]:
     """What exists now and did not before, once ``settle_s`` passed without
     it going away; an empty list when nothing leaked.
 

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ HANDLERS = {"noop": os.path.join(EXAMPLES, "noop"), "heavy": os.path.join(EXAMPL
 # The heavy handler's imports, also done by this process before its fork floor.
 HEAVY_MODULES = ("asyncio", "decimal", "email.message", "http.client", "json", "ssl")
 PEER_SCRIPT = "import app; app.handler({}, None)"
+FAMILIES = ("sandbox", "peer", "floor")
 
 # Seconds per sample: a list of n timings.
 Sampler = Callable[[int], list[float]]
@@ -149,14 +150,31 @@ class CaseSet:
         self.cases.append(Case(name, family, handler, start, rounds, sample, description))
 
     # -- building ---------------------------------------------------------------------
-    def build(self) -> list[Case]:
-        """Creates every case (booting what they need); returns them."""
+    def build(self, families: Collection[str] = FAMILIES) -> list[Case]:
+        """Creates the cases of ``families`` (booting what they need); returns them."""
+        unknown = set(families) - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown case families {sorted(unknown)}; known: {FAMILIES}")
         for module in HEAVY_MODULES:
             __import__(module)
-        self._floors()
-        self._runtime_cases()
-        self._peers()
+        if "floor" in families:
+            self._floors()
+        if "sandbox" in families:
+            self._runtime_cases()
+        if "peer" in families:
+            self._peers()
         return self.cases
+
+    def get(self, name: str) -> Case:
+        """The built case called ``name``.
+
+        Raises:
+            KeyError: no such case was built (or it was skipped).
+        """
+        for case in self.cases:
+            if case.name == name:
+                return case
+        raise KeyError(name)
 
     def _floors(self) -> None:
         self._add("floor-fork-native", "floor", None, None, 40,

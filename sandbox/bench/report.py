@@ -284,8 +284,9 @@ def _sweep_markdown(sweeps: dict[str, Any] | None) -> list[str]:
         lines.append(f"| {r['bytes']} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {rate} |")
     memory = sweeps["memory"]
     lines += ["", f"Idle environments (mean per environment) against a fresh interpreter "
-              f"that imported the same handler; fit in a {memory['budget_mb']} MiB budget "
-              "(zygote RSS + n × USS):", "",
+              f"that imported the same handler; how many fit in {memory['budget_mb']} MiB is "
+              "estimated as (budget − zygote RSS) / USS, and budget / RSS for interpreters:",
+              "",
               "| handler | idle envs | USS MiB | PSS MiB | RSS MiB | cold interpreter RSS MiB "
               "| USS / cold RSS | envs fit | cold interpreters fit |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

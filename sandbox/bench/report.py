@@ -138,8 +138,8 @@ def _verdict(label: str, value: float | None, op: str, limit: float) -> dict[str
         return {"target": label, "value": None, "limit": limit, "op": op, "verdict": "n/a",
                 "missed_by": None}
     passed = value <= limit if op == "<=" else value >= limit
-    # How far off: the measured ratio over the allowed one, as a percentage.
-    missed_by = None if passed else (value / limit - 1.0 if op == "<=" else limit / value - 1.0)
+    # How far off, as a factor: over the ceiling (<=), or short of the floor (>=).
+    missed_by = None if passed else (value / limit if op == "<=" else limit / value)
     return {"target": label, "value": value, "limit": limit, "op": op,
             "verdict": "PASS" if passed else "MISS", "missed_by": missed_by}
 
@@ -253,8 +253,10 @@ def markdown(document: dict[str, Any]) -> str:
                                                              for ref in refs) + " |")
     lines += ["", "| target | measured | verdict |", "|---|---:|---|"]
     for t in document["targets"]:
-        miss = (f" (missed by {t['missed_by'] * 100:.0f} %)" if t["missed_by"] is not None
-                else "")
+        miss = ""
+        if t["missed_by"] is not None:
+            miss = (f" ({t['missed_by']:.2f}× over the limit)" if t["op"] == "<="
+                    else f" ({t['missed_by']:.2f}× short)")
         value = "–" if t["value"] is None else (
             f"{t['value'] * 100:.1f} %" if "USS" in t["target"] else _x(t["value"]))
         lines.append(f"| {t['target']} | {value} | {t['verdict']}{miss} |")

@@ -19,7 +19,7 @@ from sandbox.errors import InvalidParameterValueException
 from sandbox.limits import cgroups
 from sandbox.stress import leaks
 from sandbox.stress.command import render, stress
-from sandbox.stress.driver import flatness
+from sandbox.stress.driver import LatencyRecorder, flatness
 from sandbox.stress.mix import parse_mix
 
 # -- the mix -----------------------------------------------------------------------
@@ -92,6 +92,7 @@ def test_a_mixed_run_for_a_duration_counts_every_invocation_once() -> None:
     report = stress("noop:5,crash:1,timeout:1", concurrency=4, duration_s=1.5, seed=1)
     result = report.result
     assert result.invocations == sum(len(v) for v in result.latencies.values()) > 0
+    assert len(result.all_latencies) == result.invocations
     assert result.unexpected_count == 0 and report.leaks == []
     assert not report.soak and report.flatness == []
     assert wait_gone(descendants()) == set()
@@ -125,6 +126,16 @@ def test_flatness_passes_a_plateau_and_fails_steady_growth() -> None:
     verdict = flatness("rss", growing, 0.1, 0)
     assert verdict.flat is False and verdict.second_peak > verdict.allowed
     assert flatness("rss", [1, 2, 3], 0.1, 0).flat is None  # too few to judge
+
+
+def test_latency_recorder_keeps_exact_count_and_max_in_bounded_memory() -> None:
+    recorder = LatencyRecorder(capacity=100, seed=1)
+    for i in range(10_000):
+        recorder.add(i / 10_000)
+    assert (len(recorder), recorder.max) == (10_000, 0.9999)
+    assert len(recorder.sample) == 100
+    # A uniform sample of 0..1: its median is near 0.5, not stuck at the first 100.
+    assert 0.3 < sorted(recorder.sample)[50] < 0.7
 
 
 # -- the leak checker --------------------------------------------------------------

@@ -112,11 +112,13 @@ def stress(mix: str, concurrency: int, duration_s: float | None = None,
     return report
 
 
-def _ms(seconds: list[float]) -> str:
-    if not seconds:
+def _ms(recorders: list[driver.LatencyRecorder]) -> str:
+    sample = [t for r in recorders for t in r.sample]
+    if not sample:
         return "-"
-    s = Summary.of_seconds(seconds)
-    return f"p50 {s.p50:9.2f} ms  p99 {s.p99:9.2f} ms  max {s.max:9.2f} ms"
+    s = Summary.of_seconds(sample)
+    top = max(r.max for r in recorders) * 1000.0
+    return f"p50 {s.p50:9.2f} ms  p99 {s.p99:9.2f} ms  max {top:9.2f} ms"
 
 
 def render(report: StressReport) -> str:
@@ -127,13 +129,15 @@ def render(report: StressReport) -> str:
     lines = [f"sandbox stress: {total} invocations in {result.elapsed_s:.1f} s "
              f"({rate:.0f}/s) by {report.concurrency} callers; mix "
              + ",".join(f"{k}:{w}" for k, w in report.weights.items()),
-             f"  {'all':<8} {_ms([t for ts in result.latencies.values() for t in ts])}",
+             f"  {'all':<8} {_ms([result.all_latencies])}",
              "outcomes by kind (expected in brackets):"]
     for kind, counter in result.outcomes.items():
         expected = "/".join(sorted(handlers.KINDS[kind].expected))
         outcomes = ", ".join(f"{status} {n}" for status, n in counter.most_common())
         lines.append(f"  {kind:<8} {sum(counter.values()):>8}  [{expected}]  {outcomes}")
-        lines.append(f"  {'':<8} {_ms(result.latencies[kind])}")
+        lines.append(f"  {'':<8} {_ms([result.latencies[kind]])}")
+    if result.interrupted:
+        lines.append("INTERRUPTED: the callers were stopped early")
     if result.unexpected_count:
         lines.append(f"UNEXPECTED OUTCOMES: {result.unexpected_count}")
         lines += [f"  {kind}: {status}: {detail}" for kind, status, detail in result.unexpected]

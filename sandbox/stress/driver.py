@@ -31,6 +31,33 @@ class Sample:
     fds: int
 
 
+class LatencyRecorder:
+    """Latencies of one kind in bounded memory: exact count and max, and a
+    uniform reservoir sample (Vitter's algorithm R) for the percentiles, so a
+    soak run's own bookkeeping does not grow the RSS it is watching."""
+
+    def __init__(self, capacity: int = 10_000, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.count = 0
+        self.max = 0.0
+        self.sample: list[float] = []
+        self._rng = random.Random(seed)
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        if seconds > self.max:
+            self.max = seconds
+        if len(self.sample) < self.capacity:
+            self.sample.append(seconds)
+        else:
+            slot = self._rng.randrange(self.count)
+            if slot < self.capacity:
+                self.sample[slot] = seconds
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class DriveResult:
     """What the callers saw.
@@ -38,17 +65,19 @@ class DriveResult:
     Attributes:
         outcomes: kind -> status -> count (status is the report's ``status``,
             or ``exception:<code>`` when invoke raised).
-        latencies: kind -> seconds of each invocation.
+        latencies: kind -> its latencies (count, max, reservoir sample).
         unexpected: up to 20 (kind, status, detail) of outcomes outside the
             kind's expected set.
     """
 
     elapsed_s: float = 0.0
     outcomes: dict[str, Counter[str]] = field(default_factory=dict)
-    latencies: dict[str, list[float]] = field(default_factory=dict)
+    latencies: dict[str, LatencyRecorder] = field(default_factory=dict)
+    all_latencies: LatencyRecorder = field(default_factory=LatencyRecorder)
     unexpected: list[tuple[str, str, str]] = field(default_factory=list)
     unexpected_count: int = 0
     samples: list[Sample] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def invocations(self) -> int:
@@ -91,7 +120,7 @@ def drive(invoke: Callable[[str, Any], Any], functions: dict[str, str],
     kinds = list(weights)
     kind_weights = [weights[k] for k in kinds]
     result = DriveResult(outcomes={k: Counter() for k in kinds},
-                         latencies={k: [] for k in kinds})
+                         latencies={k: LatencyRecorder(seed=i) for i, k in enumerate(kinds)})
     lock = threading.Lock()
     tickets = itertools.count()
     done = [0]
@@ -101,16 +130,19 @@ def drive(invoke: Callable[[str, Any], Any], functions: dict[str, str],
     def record(kind: str, status: str, seconds: float, detail: str) -> None:
         with lock:
             result.outcomes[kind][status] += 1
-            result.latencies[kind].append(seconds)
+            result.latencies[kind].add(seconds)
+            result.all_latencies.add(seconds)
             done[0] += 1
             if status not in KINDS[kind].expected:
                 result.unexpected_count += 1
                 if len(result.unexpected) < 20:
                     result.unexpected.append((kind, status, detail[:300]))
 
+    stop = threading.Event()
+
     def caller(index: int) -> None:
         rng = random.Random(base_seed + index)
-        while True:
+        while not stop.is_set():
             if count is not None and next(tickets) >= count:
                 return
             if deadline is not None and time.monotonic() >= deadline:
@@ -139,8 +171,14 @@ def drive(invoke: Callable[[str, Any], Any], functions: dict[str, str],
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:  # Ctrl-C: callers finish their call, then the leak check
+        result.interrupted = True
+        stop.set()
+        for thread in threads:
+            thread.join()
     result.elapsed_s = time.monotonic() - started
     sampler.stop.set()
     sampler.join()

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+from ..constants import DEFAULT_MEMORY_MB
+
+if TYPE_CHECKING:
+    from ..api import Runtime
 
 
 @dataclass(frozen=True)
@@ -96,10 +101,10 @@ KIND_LIST = (
     Kind("timeout", _TIMEOUT, 1.0, frozenset({"timeout"})),
 )
 KINDS: dict[str, Kind] = {kind.name: kind for kind in KIND_LIST}
-MEMORY_MB = 128
+MEMORY_MB = DEFAULT_MEMORY_MB  # Lambda's default, where alloc meets its limit soonest
 
 
-def register(rt: Any, kinds: list[str], code_root: str) -> dict[str, str]:
+def register(rt: Runtime, kinds: list[str], code_root: str) -> dict[str, str]:
     """Writes and registers one function per kind; returns function name by kind."""
     names = {}
     for name in kinds:

@@ -99,9 +99,25 @@ RATIOS = (
           None, None),
     Ratio("cold-heavy / peer-python-c[heavy]", _ref("cold-heavy"),
           _ref("peer-python-c", "heavy"), None, None),
+    # Issue 7's targets and its peers (benchmarks/test_peers.py).
+    Ratio("warm-noop / floor-roundtrip (issue 7)", _ref("warm-noop"), _ref("floor-roundtrip"),
+          "<=", 2.0),
+    Ratio("snapshot-noop / floor-os-fork (issue 7)", _ref("snapshot-noop"),
+          _ref("floor-os-fork"), "<=", 2.0),
+    Ratio("peer-bwrap[noop] / snapshot-noop", _ref("peer-bwrap", "noop"),
+          _ref("snapshot-noop"), ">=", 30.0),
+    Ratio("peer-bwrap[heavy] / snapshot-heavy", _ref("peer-bwrap", "heavy"),
+          _ref("snapshot-heavy"), ">=", 30.0),
+    Ratio("snapshot-noop / peer-forkserver[noop]", _ref("snapshot-noop"),
+          _ref("peer-forkserver", "noop"), None, None),
+    Ratio("snapshot-heavy / peer-forkserver[heavy]", _ref("snapshot-heavy"),
+          _ref("peer-forkserver", "heavy"), None, None),
+    Ratio("warm-noop / peer-pool[noop]", _ref("warm-noop"), _ref("peer-pool", "noop"),
+          None, None),
 )
 
 ORDER = ("floor-roundtrip", "floor-fork-native", "floor-os-fork", "peer-python-c",
+         "peer-forkserver", "peer-pool", "peer-bwrap",
          "warm-noop", "warm-bare-noop", "warm-heavy", "snapshot-noop", "snapshot-bare-noop",
          "snapshot-heavy", "cold-noop", "cold-heavy", "isolation-step")
 
@@ -201,7 +217,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
             added = "" if previous is None else f"   adds {_fmt_time(median - previous)}"
             write(f"  {bench.param:<28} median {_fmt_time(median)}{added}")
             previous = median
-    terminalreporter.section("sandbox: ratios of medians (targets from issues 2 and 3)")
+    terminalreporter.section("sandbox: ratios of medians (targets from issues 2, 3 and 7)")
     write(f"  {'ratio':<46} {'medians':>9}   {'target':<8} {'verdict':<8} {'mins':>9}")
     for row in compute_ratios(benchmarks):
         write(f"  {row['ratio']:<46} {_fmt_ratio(row['value'])}   {row['target'] or '':<8} "

@@ -72,6 +72,20 @@ cdef void _end_init(pid_t init_pid) noexcept:
         waitpid(init_pid, &status, 0)
 
 
+def close_namespace_fds():
+    """Closes the fds spawn() keeps open for pid namespaces (this process's
+    own pid namespace and a pidfd of it). A process that spawned once (the
+    dispatcher's host probe) need not keep them; the next spawn reopens them."""
+    global _own_pidns_fd, _self_pidfd, _self_pidfd_owner
+    if _own_pidns_fd >= 0:
+        close(_own_pidns_fd)
+        _own_pidns_fd = -1
+    if _self_pidfd >= 0 and _self_pidfd_owner == _os.getpid():
+        close(_self_pidfd)
+    _self_pidfd = -1
+    _self_pidfd_owner = 0
+
+
 def end_pid_namespace(pid_t pid):
     """After reaping environment ``pid``: kills its namespace's init, which
     kills every process left in the namespace, and reaps the init. A no-op

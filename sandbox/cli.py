@@ -1,4 +1,4 @@
-"""The ``sandbox`` command. So far: ``sandbox doctor``."""
+"""The ``sandbox`` command: ``doctor``, ``bench`` and ``stress``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,31 @@ def doctor(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Measures start kinds against peers and floors; writes the report files."""
+    from .bench.command import run
+    from .bench.report import markdown
+
+    document, paths = run(args.out, quick=args.quick, progress=not args.no_progress)
+    print(markdown(document))
+    print("wrote " + ", ".join(paths))
+    return 0
+
+
+def stress(args: argparse.Namespace) -> int:
+    """Runs a mix of normal and misbehaving functions; exits 1 on a leak or an
+    unexpected outcome, 2 on a bad mix."""
+    from .errors import InvalidParameterValueException
+    from .stress.command import run
+
+    try:
+        return run(duration_s=args.duration, concurrency=args.concurrency, mix=args.mix,
+                   count=args.count, seed=args.seed, out=sys.stdout)
+    except InvalidParameterValueException as exc:
+        print(f"sandbox stress: {exc.message}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sandbox", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +79,28 @@ def main(argv: list[str] | None = None) -> int:
         "doctor", help="what this host enforces for every environment, and why not")
     doctor_parser.add_argument("--output", choices=("text", "json"), default="text")
     doctor_parser.set_defaults(run=doctor)
+    bench_parser = commands.add_parser(
+        "bench", help="cold, snapshot and warm starts against peers and the physical floor")
+    bench_parser.add_argument("--quick", action="store_true",
+                              help="fewer rounds and smaller sweeps (under 30 s on 2 cores)")
+    bench_parser.add_argument("--out", default="bench-results",
+                              help="directory for bench.json, bench.md and the PNG plots")
+    bench_parser.add_argument("--no-progress", action="store_true",
+                              help="no progress bar on stderr")
+    bench_parser.set_defaults(run=bench)
+    stress_parser = commands.add_parser(
+        "stress", help="normal and misbehaving functions at once, then a leak check")
+    stress_parser.add_argument("--duration", type=float, default=60.0,
+                               help="seconds to run (ignored with --count)")
+    stress_parser.add_argument("--concurrency", type=int, default=32)
+    stress_parser.add_argument("--mix", default="noop:70,cpu:10,alloc:10,crash:5,timeout:5",
+                               help="kind:weight,... of noop, cpu, alloc, crash, orphan, timeout")
+    stress_parser.add_argument("--count", type=int, default=None,
+                               help="soak mode: run this many invocations, sampling the "
+                                    "dispatcher's RSS and fd count")
+    stress_parser.add_argument("--seed", type=int, default=None,
+                               help="seed of the kind picker (reproducible mixes)")
+    stress_parser.set_defaults(run=stress)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

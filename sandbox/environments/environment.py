@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -103,6 +104,15 @@ class Environment:
     def mark_exited(self, record: ExitRecord) -> None:
         self.exit_record = record
         self._exited.set()
+        # A descendant may still hold the environment's end of the channel: an
+        # invocation waiting on it must wake now, not at its deadline. Frames
+        # already received stay readable.
+        sock = self.channel.sock
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
         self._cleanup()
 
     # -- called by invoking threads ---------------------------------------

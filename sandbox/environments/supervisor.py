@@ -67,6 +67,12 @@ class Supervisor:
         self._stopping = True
         self._wake()
         self._thread.join(5.0)
+        if not self._thread.is_alive():
+            # Zygotes whose hang-up the loop stopped before reading: their
+            # environments' cgroups, uids and channels are released here.
+            for key in list(self._selector.get_map().values()):
+                if key.data is not None:
+                    self._lost(key.data)
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

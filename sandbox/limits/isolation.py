@@ -286,6 +286,7 @@ class Isolation:
                 os.close(log_fd)
                 if lease is not None:
                     lease.release()
+                _native.close_namespace_fds()
 
     def describe(self) -> dict[str, Any]:
         return {step: {"enforced": self.supported[step], "reason": self.reasons.get(step)}

@@ -60,6 +60,42 @@ cdef pid_t _start_pid_namespace(const char *init_path) except -1:
     return init_pid
 
 
+cdef pid_t _join_pid_namespace(object ahead) except -1:
+    """Makes the next fork join a namespace from prepare_pid_namespace().
+
+    Raises:
+        SpawnError: stage "pid_namespace" (its init is ended).
+    """
+    cdef pid_t init_pid = ahead[0]
+    _own_pid_namespace()
+    if setns(<int>ahead[1], CLONE_NEWPID) != 0:
+        err = errno
+        _end_init(init_pid)
+        raise SpawnError(err, "pid_namespace")
+    return init_pid
+
+
+def prepare_pid_namespace(init_path):
+    """A pid namespace with its init (``init_path``, sandbox-init) running,
+    made ahead of demand: a zygote makes them while idle, so that a spawn
+    only joins one (``pid_namespace_ahead`` of spawn()).
+
+    Returns:
+        (init_pid, fd of the namespace); the caller closes the fd once a
+        spawn used it.
+    Raises:
+        SpawnError: stage "pid_namespace".
+    """
+    cdef pid_t init_pid = _start_pid_namespace(_os.fsencode(init_path))
+    cdef int fd = open(b"/proc/self/ns/pid_for_children", O_RDONLY | O_CLOEXEC)
+    cdef int err = errno
+    _leave_pid_namespace()
+    if fd < 0:
+        _end_init(init_pid)
+        raise SpawnError(err, "pid_namespace")
+    return init_pid, fd
+
+
 cdef void _leave_pid_namespace() noexcept:
     """This process's next children are born in its own pid namespace again."""
     setns(_own_pidns_fd, CLONE_NEWPID)

@@ -151,7 +151,8 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     flags, private_mounts, tmp_options, keep_paths, mask_paths, mount_proc,
     hostname, loopback_up, drop_capabilities, uid and gid, no_new_privs,
     undumpable, seccomp program bytes, netns_fd from
-    prepare_network_namespace()). With ``pid_namespace`` (and
+    prepare_network_namespace(), pid_namespace_ahead from
+    prepare_pid_namespace()). With ``pid_namespace`` (and
     ``init_path``, the sandbox-init program) the child is pid 2 of a pid
     namespace of its own whose init is also a child of this process; after
     reaping the child, call end_pid_namespace(pid) (serve() does).
@@ -182,6 +183,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     cdef sock_fprog prog
     cdef bint new_pidns = bool(isolation and isolation.get("pid_namespace"))
     cdef bytes init_path = _os.fsencode(isolation["init_path"]) if new_pidns else b""
+    cdef object ahead = isolation.get("pid_namespace_ahead") if new_pidns else None
 
     memset(&iso, 0, sizeof(sandbox_isolation))
 
@@ -224,7 +226,8 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
             raise OSError(errno, "pipe2 for the child's set-up report")
         if new_pidns:
             try:
-                init_pid = _start_pid_namespace(init_path)
+                init_pid = (_join_pid_namespace(ahead) if ahead is not None
+                            else _start_pid_namespace(init_path))
             except BaseException:
                 close(pipefd[0])
                 close(pipefd[1])

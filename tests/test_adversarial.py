@@ -565,11 +565,14 @@ def cgroup_members(rt: Runtime) -> set[int]:
 
 
 def environment_processes() -> set[int]:
-    """Live descendants of this process that are not zygotes."""
+    """Live descendants of this process that are not zygotes, nor the inits of
+    pid namespaces a zygote made ahead (test_isolation checks that inits end)."""
     pids = set()
     for pid in descendants():
         try:
-            if not any("sandbox.worker.zygote" in arg for arg in psutil.Process(pid).cmdline()):
+            cmdline = psutil.Process(pid).cmdline()
+            if not any("sandbox.worker.zygote" in arg or arg.endswith("/sandbox-init")
+                       for arg in cmdline):
                 pids.add(pid)
         except psutil.NoSuchProcess:
             pass

@@ -596,13 +596,18 @@ def test_orphans_are_reaped_inside_the_namespace(runtime, start):
 
 
 def test_namespace_inits_end_with_their_environments(tmp_path):
+    """Each environment's init goes with it; the namespaces a zygote made
+    ahead (with their inits) go with the zygote."""
     with Runtime(tmp_path / "s") as rt:
+        envs = []
         for start in ("snapshot", "cold"):
             make_function(rt, f"f-{start}", "def handler(e, c):\n    return 1\n", start=start)
-            rt.invoke(f"f-{start}", {})
-        assert len(_inits()) == 2
+            envs.append(rt.invoke(f"f-{start}", {}).report["pid"])
+        used = {p for p in _inits() if any(_in_pid_ns_of(p, env) for env in envs)}
+        assert len(used) == 2
         assert rt.shutdown_idle(wait=True) == 2
-        assert wait_for(lambda: not _inits(), 3), _inits()
+        assert not wait_gone(used, 3)
+    assert wait_for(lambda: not _inits(), 3), _inits()
 
 
 def _inits() -> set[int]:

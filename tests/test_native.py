@@ -204,3 +204,43 @@ def test_fork_exit_wait_floor():
 
 def test_channel_fd_constant():
     assert _native.CHANNEL_FD == 3
+
+
+# -- namespaces made ahead -------------------------------------------------------------------
+NS_REPORT = ("import os, json; print(json.dumps({'pid': os.getpid(), "
+             "'pidns': os.readlink('/proc/self/ns/pid'), "
+             "'netns': os.readlink('/proc/self/ns/net')}))")
+
+
+def _ns_of(fd: int, kind: str) -> str:
+    return f"{kind}:[{os.fstat(fd).st_ino}]"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")
+def test_spawn_enters_namespaces_made_ahead(log_fd):
+    from sandbox.limits.isolation import INIT_PATH
+
+    netns_fd = _native.prepare_network_namespace()
+    init_pid, pidns_fd = _native.prepare_pid_namespace(INIT_PATH)
+    ours, theirs = socket.socketpair()
+    try:
+        # This process stayed in its own namespaces.
+        assert os.readlink("/proc/self/ns/net") != _ns_of(netns_fd, "net")
+        assert os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
+        pid = _native.spawn(theirs.fileno(), log_fd, [sys.executable, "-c", NS_REPORT],
+                            dict(os.environ), isolation={
+                                "pid_namespace": True, "init_path": INIT_PATH,
+                                "pid_namespace_ahead": (init_pid, pidns_fd),
+                                "netns_fd": netns_fd})
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        report = json.loads(read_all(log_fd))
+        assert report == {"pid": 2, "pidns": _ns_of(pidns_fd, "pid"),
+                          "netns": _ns_of(netns_fd, "net")}
+        assert _native.end_pid_namespace(pid) is True
+        assert not psutil.pid_exists(init_pid)
+    finally:
+        os.close(netns_fd)
+        os.close(pidns_fd)
+        ours.close()
+        theirs.close()

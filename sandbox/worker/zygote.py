@@ -56,16 +56,17 @@ def thread_count() -> int:
     return 1
 
 
-# Network namespaces a zygote keeps made for its next environments.
-NETWORK_NAMESPACES_AHEAD = 2
+# Namespaces a zygote keeps made for its next environments, of each kind.
+NAMESPACES_AHEAD = 2
 
 
 class _Dispatch:
     """Decodes control frames for the native loop and reports outcomes.
 
-    For environments that ask for a network namespace of their own
-    (``own_network``), it keeps a few made ahead while idle, so that a spawn
-    only enters one.
+    While idle it makes namespaces ahead of demand, so that a spawn only
+    enters them: network namespaces for environments that ask for one of
+    their own (``own_network``), and pid namespaces with their init, once a
+    spawn asked for one (``pid_namespace``).
     """
 
     def __init__(self, ctrl_fd: int, network_namespaces_ahead: int = 0) -> None:
@@ -74,9 +75,12 @@ class _Dispatch:
         self.env_by_pid: dict[int, str] = {}
         self.netns_ahead = network_namespaces_ahead
         self.netns_ready: list[int] = []
+        self.pidns_ahead = 0
+        self.pidns_init_path = ""
+        self.pidns_ready: list[tuple[int, int]] = []
 
     def idle(self) -> bool:
-        """Makes one network namespace ahead; whether more are wanted."""
+        """Makes one namespace ahead; whether more are wanted."""
         if len(self.netns_ready) < self.netns_ahead:
             try:
                 self.netns_ready.append(_native.prepare_network_namespace())
@@ -84,7 +88,27 @@ class _Dispatch:
                 sys.stderr.write(f"zygote {os.getpid()}: cannot prepare a network "
                                  f"namespace ({exc}); children make their own\n")
                 self.netns_ahead = 0
-        return len(self.netns_ready) < self.netns_ahead
+        elif len(self.pidns_ready) < self.pidns_ahead:
+            try:
+                self.pidns_ready.append(_native.prepare_pid_namespace(self.pidns_init_path))
+            except OSError as exc:
+                sys.stderr.write(f"zygote {os.getpid()}: cannot prepare a pid namespace "
+                                 f"({exc}); each spawn makes its own\n")
+                self.pidns_ahead = 0
+        return (len(self.netns_ready) < self.netns_ahead
+                or len(self.pidns_ready) < self.pidns_ahead)
+
+    def _with_pid_namespace(self, isolation: dict[str, Any],
+                            frame: dict[str, Any]) -> dict[str, Any]:
+        """The child's isolation, with a pid namespace made ahead when one is."""
+        if not self.pidns_ahead:
+            self.pidns_ahead = NAMESPACES_AHEAD
+            self.pidns_init_path = isolation["init_path"]
+        if not self.pidns_ready or isolation["init_path"] != self.pidns_init_path:
+            return isolation
+        init_pid, fd = self.pidns_ready.pop()
+        frame["_fds"].append(fd)
+        return dict(isolation, pid_namespace_ahead=(init_pid, fd))
 
     def _with_network(self, isolation: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
         """The child's isolation, with a network namespace of its own: one
@@ -127,6 +151,8 @@ class _Dispatch:
         isolation = frame.get("isolation")
         if isolation and isolation.get("own_network"):
             isolation = self._with_network(isolation, frame)
+        if isolation and isolation.get("pid_namespace"):
+            isolation = self._with_pid_namespace(isolation, frame)
         # Whatever INIT printed must not be printed again by every child.
         sys.stdout.flush()
         sys.stderr.flush()
@@ -177,7 +203,7 @@ def main() -> None:
     if mode == "function":
         handler, init_error, init_ms = initialize()
     threads = thread_count()
-    dispatch = _Dispatch(ctrl_fd, NETWORK_NAMESPACES_AHEAD if no_network else 0)
+    dispatch = _Dispatch(ctrl_fd, NAMESPACES_AHEAD if no_network else 0)
     dispatch.send({"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid(), "init_ms": init_ms,
                    "init_error": init_error, "fork_safe": threads == 1, "threads": threads})
     if init_error is not None or threads != 1:

@@ -75,3 +75,21 @@ class ProtocolError(SandboxError):
 
     The channel it came on is closed; the dispatcher and zygotes carry on.
     """
+
+
+class QueueDoesNotExist(ResourceNotFoundException):
+    """SQS: the named queue does not exist."""
+
+    code = "AWS.SimpleQueueService.NonExistentQueue"
+
+
+class QueueNameExists(ResourceConflictException):
+    """SQS: a queue of this name exists with other attributes."""
+
+    code = "QueueAlreadyExists"
+
+
+class ReceiptHandleIsInvalid(InvalidParameterValueException):
+    """SQS: the receipt handle was not issued by this queue."""
+
+    code = "ReceiptHandleIsInvalid"

@@ -252,14 +252,17 @@ class SQLiteStore:
                          new_handle: Any) -> list[Message]:
         def op(db: sqlite3.Connection) -> list[Message]:
             received: list[Message] = []
+            taken: list[int] = []  # a zero visibility timeout leaves them visible: skip them
             while len(received) < max_messages:
                 rows = db.execute(
                     "SELECT seq, message_id, body, attributes, sender_id, sent_at, receive_count,"
                     " first_received_at FROM messages WHERE queue = ? AND visible_at <= ?"
+                    f" AND seq NOT IN ({','.join('?' * len(taken))})"
                     " ORDER BY visible_at, seq LIMIT ?",
-                    (queue, now, max_messages - len(received))).fetchall()
+                    (queue, now, *taken, max_messages - len(received))).fetchall()
                 if not rows:
                     break
+                taken.extend(row[0] for row in rows)
                 for seq, message_id, body, attributes, sender, sent_at, count, first in rows:
                     if (max_receive_count is not None and dead_letter_queue is not None
                             and count >= max_receive_count):

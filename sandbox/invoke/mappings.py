@@ -229,20 +229,27 @@ class MappingManager:
         })
         self._stop(mapping_id)
         if kind == "kinesis" and record["ParallelizationFactor"] != old["ParallelizationFactor"]:
-            self._relane(mapping_id, source, record["ParallelizationFactor"])
+            self._relane(mapping_id, source, old["ParallelizationFactor"],
+                         record["ParallelizationFactor"])
         self._ctx.store.put_mapping(mapping_id, record)
         if record["State"] == "Enabled":
             self._start(record)
         return record
 
-    def _relane(self, mapping_id: str, stream: str, lanes: int) -> None:
-        """A new parallelization factor: every new lane of a shard starts at
-        the shard's least advanced old lane (records may repeat, none is lost)."""
+    def _relane(self, mapping_id: str, stream: str, old_lanes: int, lanes: int) -> None:
+        """A new parallelization factor: every new lane of a shard starts just
+        before the shard's earliest record that an old lane had not processed
+        (records may repeat, none is lost)."""
         old = self._ctx.store.get_checkpoints(mapping_id)
         shards = int(self._ctx.streams.describe(stream)["shards"])
         positions = {}
         for shard in range(shards):
-            start = min((seq for (s, _), seq in old.items() if s == shard), default=0)
+            start = self._ctx.streams.last_sequence(stream, shard)
+            for lane in range(old_lanes):
+                unread = self._ctx.streams.read(stream, shard, old.get((shard, lane), 0), 1,
+                                                old_lanes, lane)
+                if unread:
+                    start = min(start, unread[0].sequence - 1)
             positions.update({(shard, lane): start for lane in range(lanes)})
         self._ctx.store.put_checkpoints(mapping_id, positions)
 

@@ -423,6 +423,7 @@ class Runtime:
             self._store.delete_function(name)
             self._store.delete_function_settings(None, name)
             self._limiter.set_reserved(name, None)
+            self._async.forget_function(name)
         function.pool.close()
         function.log.close()
 

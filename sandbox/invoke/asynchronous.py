@@ -41,6 +41,9 @@ log = logging.getLogger("sandbox.invoke")
 DELIVERY_THREADS_MAX = 32
 # The first bytes of a function's error message that a dead-letter message carries.
 DLQ_ERROR_MESSAGE_MAX = 1024
+# Events accepted by this Runtime are kept in memory until delivered, so a
+# delivery need not read its row back; beyond this many they are read back.
+FRESH_EVENTS_MAX = 10_000
 
 CONFIG_KIND = "event_invoke_config"
 DLQ_KIND = "dead_letter"
@@ -81,6 +84,9 @@ class AsyncInvoker:
         # The last response of events being retried, for their final record;
         # after a restart an event's record carries no response until it runs again.
         self._last_response: dict[int, tuple[str | None, bytes]] = {}
+        self._fresh: dict[int, AsyncEvent] = {}
+        # This Runtime alone writes the settings, so it may cache them.
+        self._settings: dict[tuple[str, str], dict[str, Any] | None] = {}
         for due, event_id in store.pending_events():
             self._schedule(due, event_id)
 
@@ -109,6 +115,7 @@ class AsyncInvoker:
                   "MaximumRetryAttempts": retries, "MaximumEventAgeInSeconds": age,
                   "LastModified": time.time(), "DestinationConfig": destinations}
         self._store.put_function_settings(CONFIG_KIND, name, record)
+        self._settings.pop((CONFIG_KIND, name), None)
         return record
 
     def get_config(self, name: str, function_arn: str) -> dict[str, Any]:
@@ -119,12 +126,14 @@ class AsyncInvoker:
         return record
 
     def delete_config(self, name: str, function_arn: str) -> None:
+        self._settings.pop((CONFIG_KIND, name), None)
         if not self._store.delete_function_settings(CONFIG_KIND, name):
             raise ResourceNotFoundException(
                 f"The function {function_arn} doesn't have an EventInvokeConfig")
 
     def put_dead_letter(self, name: str, target_arn: str | None) -> None:
         """The function's DeadLetterConfig (TargetArn: a queue), or None to remove it."""
+        self._settings.pop((DLQ_KIND, name), None)
         if target_arn is None:
             self._store.delete_function_settings(DLQ_KIND, name)
             return
@@ -135,13 +144,30 @@ class AsyncInvoker:
         self._store.put_function_settings(DLQ_KIND, name, {"TargetArn": target_arn})
 
     def get_dead_letter(self, name: str) -> str | None:
-        record = self._store.get_function_settings(DLQ_KIND, name)
+        record = self._setting(DLQ_KIND, name)
         return str(record["TargetArn"]) if record else None
+
+    def forget_function(self, name: str) -> None:
+        """Drops cached settings of a deleted function (the store drops its rows)."""
+        for kind in (CONFIG_KIND, DLQ_KIND):
+            self._settings.pop((kind, name), None)
+
+    def _setting(self, kind: str, name: str) -> dict[str, Any] | None:
+        key = (kind, name)
+        try:
+            return self._settings[key]
+        except KeyError:
+            record = self._settings[key] = self._store.get_function_settings(kind, name)
+            return record
 
     # -- accepting ----------------------------------------------------------------------------
     def accept(self, name: str, request_id: str, body: bytes) -> None:
         """Stores the event; returns once it is durable (the 202)."""
-        event_id = self._store.add_event(NewEvent(name, request_id, body, time.time()))
+        accepted_at = time.time()
+        event_id = self._store.add_event(NewEvent(name, request_id, body, accepted_at))
+        if len(self._fresh) < FRESH_EVENTS_MAX:
+            self._fresh[event_id] = AsyncEvent(event_id, name, request_id, body, accepted_at,
+                                               accepted_at, 0, 0)
         self._schedule(0.0, event_id)
 
     def schedule_stored(self, event_ids: list[int]) -> None:
@@ -184,10 +210,9 @@ class AsyncInvoker:
             finally:
                 with self._cond:
                     self._in_flight -= 1
-                    self._cond.notify_all()
 
     def _deliver(self, event_id: int) -> None:
-        event = self._store.load_event(event_id)
+        event = self._fresh.pop(event_id, None) or self._store.load_event(event_id)
         if event is None:
             return
         function = self._lookup(event.function)
@@ -197,7 +222,7 @@ class AsyncInvoker:
             self._last_response.pop(event_id, None)
             self._store.retire_event(event_id, Outbox())
             return
-        config = self._store.get_function_settings(CONFIG_KIND, event.function) or {}
+        config = self._setting(CONFIG_KIND, event.function) or {}
         max_retries = config.get("MaximumRetryAttempts", C.ASYNC_RETRY_ATTEMPTS_DEFAULT)
         max_age = config.get("MaximumEventAgeInSeconds", C.ASYNC_EVENT_AGE_DEFAULT_S)
         now = time.time()

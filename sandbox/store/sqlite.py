@@ -104,10 +104,11 @@ _Op = Callable[[sqlite3.Connection], Any]
 
 
 class _Pending:
-    __slots__ = ("op", "done", "result", "error")
+    __slots__ = ("op", "one_statement", "done", "result", "error")
 
-    def __init__(self, op: _Op) -> None:
+    def __init__(self, op: _Op, one_statement: bool) -> None:
         self.op = op
+        self.one_statement = one_statement
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -140,10 +141,12 @@ class SQLiteStore:
             self._db.execute("COMMIT")
             return result
 
-    def _grouped(self, op: _Op) -> Any:
+    def _grouped(self, op: _Op, one_statement: bool = False) -> Any:
         """Runs ``op`` in a transaction shared with other pending writes and
-        returns its result once that transaction committed."""
-        mine = _Pending(op)
+        returns its result once that transaction committed. An ``op`` of
+        ``one_statement`` that finds no company runs in autocommit mode (one
+        statement is atomic by itself, and skips BEGIN and COMMIT)."""
+        mine = _Pending(op, one_statement)
         with self._pending_lock:
             self._pending.append(mine)
         with self._lock:
@@ -156,6 +159,14 @@ class SQLiteStore:
         return mine.result
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
+        if len(batch) == 1 and batch[0].one_statement:
+            item = batch[0]
+            try:
+                item.result = item.op(self._db)
+            except Exception as exc:
+                item.error = exc
+            item.done = True
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -245,7 +256,7 @@ class SQLiteStore:
 
     def send_messages(self, messages: list[NewMessage]) -> None:
         rows = [_message_row(m) for m in messages]
-        self._grouped(lambda db: db.executemany(_INSERT_MESSAGE, rows))
+        self._grouped(lambda db: db.executemany(_INSERT_MESSAGE, rows), len(rows) == 1)
 
     def receive_messages(self, queue: str, max_messages: int, now: float, visible_at: float,
                          max_receive_count: int | None, dead_letter_queue: str | None,
@@ -351,7 +362,7 @@ class SQLiteStore:
     # -- asynchronous events ---------------------------------------------------------------
     def add_event(self, event: NewEvent) -> int:
         row = _event_row(event)
-        return int(self._grouped(lambda db: db.execute(_INSERT_EVENT, row).lastrowid))
+        return int(self._grouped(lambda db: db.execute(_INSERT_EVENT, row).lastrowid, True))
 
     def load_event(self, event_id: int) -> AsyncEvent | None:
         rows = self._read("SELECT id, function, request_id, payload, accepted_at, due_at,"
@@ -370,6 +381,10 @@ class SQLiteStore:
                     " WHERE id = ?", (attempts, throttles, due_at, event_id))
 
     def retire_event(self, event_id: int, outbox: Outbox) -> list[int]:
+        if not outbox:
+            self._write("DELETE FROM async_events WHERE id = ?", (event_id,))
+            return []
+
         def op(db: sqlite3.Connection) -> list[int]:
             db.execute("DELETE FROM async_events WHERE id = ?", (event_id,))
             return _apply(db, outbox)

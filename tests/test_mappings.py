@@ -428,3 +428,24 @@ def test_parallelization_factor_keeps_order_per_partition_key(rt, tmp_path):
     rt.put_record("s", "k0:5", "k0")
     assert rt.drain(20)
     assert sum(len(b) for b in recorder.bodies()) == 31
+
+
+def test_a_deleted_source_stops_nothing_else(tmp_path):
+    state = tmp_path / "state"
+    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+        recorder = recording_function(rt, tmp_path)
+        stream = rt.create_stream("s")
+        queue = rt.create_queue("q")
+        rt.create_event_source_mapping("f", stream, starting_position="LATEST")
+        rt.create_event_source_mapping("f", queue)
+        rt.delete_stream("s")
+        assert rt.drain(20)
+    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+        rt.delete_queue("q")
+        assert rt.drain(20)
+    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+        assert len(rt.list_event_source_mappings()) == 2
+        rt.create_queue("q")
+        rt.send_message("q", "back")
+        assert rt.drain(20)
+    assert recorder.bodies() == [["back"]]

@@ -44,6 +44,14 @@ def test_create_send_receive_delete(rt):
     assert rt.get_queue("jobs")["approximate_number_of_messages_not_visible"] == 0
 
 
+def test_binary_message_attributes_are_base64(rt):
+    rt.create_queue("q")
+    rt.send_message("q", "x", {"blob": {"DataType": "Binary", "BinaryValue": b"\x00\xff"}})
+    [message] = rt.receive_messages("q")
+    assert message["message_attributes"] == {
+        "blob": {"DataType": "Binary", "BinaryValue": "AP8="}}
+
+
 def test_queue_is_addressed_by_name_or_arn(rt):
     arn = rt.create_queue("q")
     rt.send_message(arn, "by arn")

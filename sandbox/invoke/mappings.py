@@ -3,13 +3,16 @@ pollers that run for the enabled ones (see pollers.py)."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid as uuidlib
 from typing import Any
 
 from .. import constants as C
-from ..errors import InvalidParameterValueException, ResourceNotFoundException
+from ..errors import InvalidParameterValueException, ResourceNotFoundException, SandboxError
 from .pollers import MappingContext, Poller, QueuePoller, StreamPoller
+
+log = logging.getLogger("sandbox.invoke")
 
 # Options only stream sources take; a queue mapping given one is refused.
 STREAM_ONLY = ("starting_position", "bisect_batch_on_function_error", "maximum_retry_attempts",
@@ -122,7 +125,11 @@ class MappingManager:
         self._closed = False
         for record in ctx.store.list_mappings():
             if record["State"] == "Enabled":
-                self._start(record)
+                try:
+                    self._start(record)
+                except SandboxError as exc:  # its stream was deleted
+                    log.warning("event source mapping %s not started: %s", record["UUID"],
+                                exc.message)
 
     def _source(self, arn: str) -> tuple[str, str]:
         """``(kind, name)`` of an existing queue or stream ARN."""
@@ -262,7 +269,11 @@ class MappingManager:
     def _start(self, record: dict[str, Any]) -> None:
         if self._closed:
             return
-        kind, source = self._source(record["EventSourceArn"])
+        # A queue poller waits for a deleted queue to come back (as Lambda's
+        # keeps polling its ARN); a stream's shards must exist to start.
+        kind, source = self._ctx.arns.parse(record["EventSourceArn"])
+        if kind == "kinesis":
+            source = self._ctx.streams.resolve(source)
         _, function = self._ctx.arns.parse(record["FunctionArn"])
         poller_class = QueuePoller if kind == "sqs" else StreamPoller
         poller = poller_class(self._ctx, record, function, source)

@@ -190,13 +190,17 @@ class QueuePoller(Poller):
     def _poll(self) -> None:
         batch_size = int(self.record["BatchSize"])
         window = float(self.record["MaximumBatchingWindowInSeconds"])
+        missing = False
         while not self.stop_event.is_set():
             try:
                 messages = self._gather(batch_size, window)
-            except SandboxError as exc:  # the queue was deleted
-                log.warning("mapping %s: %s", self.uuid, exc.message)
+            except SandboxError as exc:  # the queue was deleted: wait for it to return
+                if not missing:
+                    log.warning("mapping %s: %s", self.uuid, exc.message)
+                missing = True
                 self.stop_event.wait(IDLE_WAIT_S)
                 continue
+            missing = False
             if not messages:
                 if self.thread_count > 1:
                     return  # the backlog is gone: one poller is enough
@@ -286,7 +290,10 @@ class StreamPoller(Poller):
                 return False
         lanes = int(self.record["ParallelizationFactor"])
         positions = self.ctx.store.get_checkpoints(self.uuid)
-        shards = int(self.ctx.streams.describe(self.source)["shards"])
+        try:
+            shards = int(self.ctx.streams.describe(self.source)["shards"])
+        except SandboxError:
+            return True  # the stream was deleted: nothing left to read
         return not any(
             self.ctx.streams.read(self.source, shard, positions.get((shard, lane), 0), 1,
                                   lanes, lane)

@@ -8,6 +8,7 @@ to the dead-letter queue on its next receive (as SQS does).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -275,7 +276,15 @@ def _message_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         if ("StringValue" in value) == ("BinaryValue" in value):
             raise InvalidParameterValueException(
                 f"message attribute {name!r} needs exactly one of StringValue and BinaryValue")
-        result[name] = dict(value)
+        value = dict(value)
+        binary = value.get("BinaryValue")
+        if isinstance(binary, bytes | bytearray):
+            # Stored and handed to functions base64-encoded, as SQS's JSON API does.
+            value["BinaryValue"] = base64.b64encode(binary).decode()
+        elif "BinaryValue" in value and not isinstance(binary, str):
+            raise InvalidParameterValueException(
+                f"message attribute {name!r}: BinaryValue must be bytes or base64 text")
+        result[name] = value
     if len(result) > 10:
         raise InvalidParameterValueException("a message may have at most 10 attributes")
     return result

@@ -66,7 +66,10 @@ class Recorder:
     def lines(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        text = self.path.read_text()
+        # a line still being written (no newline yet) is not a batch yet
+        complete = text[:text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line]
 
     def batches(self) -> list[list[dict]]:
         return [line["event"]["Records"] for line in self.lines()]

@@ -249,8 +249,8 @@ class AsyncInvoker:
             return
         finally:
             self._limiter.release(event.function)
-        if self._stopping:
-            return  # the environment may have been killed by close(): not an attempt
+        if self._stopping and result.function_error is not None:
+            return  # close() may have killed the environment: not an attempt
         attempts = event.attempts + 1
         response = (result.function_error, result.raw_payload)
         if result.function_error is None:

@@ -127,7 +127,17 @@ class Poller:
             target(*args)
         finally:
             with self._lock:
+                if threading.current_thread() in self._threads:
+                    self._threads.remove(threading.current_thread())
+
+    def _leave_if_extra(self) -> bool:
+        """Removes the calling thread when others remain (checked and done
+        under one lock, so two idle pollers cannot both leave)."""
+        with self._lock:
+            if len(self._threads) > 1:
                 self._threads.remove(threading.current_thread())
+                return True
+            return False
 
     @property
     def thread_count(self) -> int:
@@ -146,8 +156,9 @@ class Poller:
 
     def _invoke(self, event: dict[str, Any]) -> InvokeResult | None:
         """One synchronous invocation with a batch; waits for the function to
-        exist and for a concurrency slot. None when stopped first (or the
-        invocation was cut short by close())."""
+        exist and for a concurrency slot. None when stopped first, or when it
+        failed after the mapping was stopped (close() may have killed it); a
+        result that came back whole is acted on even then."""
         body = json.dumps(event).encode()
         delay = self.ctx.retry_first_s
         while not self.stop_event.is_set():
@@ -168,7 +179,9 @@ class Poller:
                 continue
             finally:
                 self.ctx.limiter.release(self.function)
-            return None if self.stop_event.is_set() else result
+            if self.stop_event.is_set() and result.function_error is not None:
+                return None  # perhaps cut short by close(): not the function's failure
+            return result
         return None
 
     def _backoff(self, attempt: int) -> None:
@@ -202,7 +215,7 @@ class QueuePoller(Poller):
                 continue
             missing = False
             if not messages:
-                if self.thread_count > 1:
+                if self._leave_if_extra():
                     return  # the backlog is gone: one poller is enough
                 continue
             if (len(messages) == batch_size and self.thread_count < min(

@@ -15,7 +15,7 @@ from sandbox.errors import (
     ResourceNotFoundException,
     TooManyRequestsException,
 )
-from sandbox.invoke.concurrency import ConcurrencyLimiter, unreserved_minimum
+from sandbox.invoke.concurrency import ConcurrencyLimiter, backoff_delay, unreserved_minimum
 
 RESERVED = "ReservedFunctionConcurrentInvocationLimitExceeded"
 ACCOUNT = "ConcurrentInvocationLimitExceeded"
@@ -55,6 +55,12 @@ def test_reservations_keep_the_unreserved_minimum():
     limiter.set_reserved("b", 1)
     with pytest.raises(InvalidParameterValueException, match="non-negative"):
         limiter.set_reserved("c", -1)
+
+
+def test_throttle_backoff_is_lambdas_at_the_default_base():
+    assert [backoff_delay(60.0, n) for n in range(10)] == [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0]
+    assert backoff_delay(0.06, 0) == pytest.approx(0.001)
 
 
 def test_acquire_waits_for_a_slot():

@@ -30,7 +30,7 @@ from ..logs import FunctionLog
 from ..services.arns import Arns
 from ..store.base import AsyncEvent, NewEvent, Outbox, Store
 from . import sync
-from .concurrency import ConcurrencyLimiter
+from .concurrency import ConcurrencyLimiter, backoff_delay
 from .destinations import Destinations, check_destination, invocation_record
 
 log = logging.getLogger("sandbox.invoke")
@@ -73,8 +73,6 @@ class AsyncInvoker:
         self._destinations = destinations
         self._notify_queues = notify_queues
         self.retry_base_delay_s = retry_base_delay_s
-        self._throttle_first_s = retry_base_delay_s * C.THROTTLE_FIRST_DELAY_FRACTION
-        self._throttle_max_s = retry_base_delay_s * C.THROTTLE_MAX_DELAY_FRACTION
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
         self._in_flight = 0
@@ -206,7 +204,7 @@ class AsyncInvoker:
             except Exception:
                 # A fault of ours, not the function's: keep the event, try later.
                 log.exception("delivery of async event %d failed; retrying", event_id)
-                self._schedule(time.time() + self._throttle_first_s, event_id)
+                self._schedule(time.time() + self._throttle_delay(0), event_id)
             finally:
                 with self._cond:
                     self._in_flight -= 1
@@ -269,7 +267,7 @@ class AsyncInvoker:
         self._requeue(event, attempts, event.throttles, due)
 
     def _throttle_delay(self, throttles: int) -> float:
-        return float(min(self._throttle_first_s * 2.0 ** throttles, self._throttle_max_s))
+        return backoff_delay(self.retry_base_delay_s, throttles)
 
     def _requeue(self, event: AsyncEvent, attempts: int, throttles: int, due: float) -> None:
         self._store.reschedule_event(event.id, attempts, throttles, due)

@@ -16,6 +16,14 @@ from .. import constants as C
 from ..errors import InvalidParameterValueException, TooManyRequestsException
 
 
+def backoff_delay(retry_base_delay_s: float, failures: int) -> float:
+    """How long throttled work waits after ``failures`` earlier throttles
+    (0 for the first): Lambda's 1 s doubling up to 5 minutes at the default
+    60 s base, scaled with the base."""
+    first = retry_base_delay_s * C.THROTTLE_FIRST_DELAY_FRACTION
+    return float(min(first * 2.0 ** failures, retry_base_delay_s * C.THROTTLE_MAX_DELAY_FRACTION))
+
+
 def unreserved_minimum(limit: int) -> int:
     """How much of ``limit`` must stay unreserved (Lambda: 100 of 1,000)."""
     return min(C.UNRESERVED_CONCURRENCY_MIN, limit // 10)

@@ -32,7 +32,7 @@ from ..services.streams import StreamService, sequence_number, shard_id
 from ..store.base import Message, Outbox, Store, StreamRecord
 from . import sync
 from .asynchronous import Lookup
-from .concurrency import ConcurrencyLimiter
+from .concurrency import ConcurrencyLimiter, backoff_delay
 from .destinations import Destinations, iso_timestamp
 from .ids import new_request_id
 from .sync import InvokeResult
@@ -59,8 +59,7 @@ class MappingContext:
         self.lookup = lookup
         self.destinations = destinations
         self.schedule_events = schedule_events
-        self.retry_first_s = retry_base_delay_s * C.THROTTLE_FIRST_DELAY_FRACTION
-        self.retry_max_s = retry_base_delay_s * C.THROTTLE_MAX_DELAY_FRACTION
+        self.retry_base_delay_s = retry_base_delay_s
 
 
 def failed_items(result: InvokeResult, identifiers: list[str]) -> set[str] | None:
@@ -160,7 +159,7 @@ class Poller:
         failed after the mapping was stopped (close() may have killed it); a
         result that came back whole is acted on even then."""
         body = json.dumps(event).encode()
-        delay = self.ctx.retry_first_s
+        failures = 0
         while not self.stop_event.is_set():
             function = self.ctx.lookup(self.function)
             if function is None:
@@ -174,8 +173,8 @@ class Poller:
             except SandboxError as exc:
                 log.warning("mapping %s: invoke of %s failed: %s; retrying", self.uuid,
                             self.function, exc.message)
-                self.stop_event.wait(delay)
-                delay = min(delay * 2, self.ctx.retry_max_s)
+                self._backoff(failures)
+                failures += 1
                 continue
             finally:
                 self.ctx.limiter.release(self.function)
@@ -184,8 +183,8 @@ class Poller:
             return result
         return None
 
-    def _backoff(self, attempt: int) -> None:
-        self.stop_event.wait(min(self.ctx.retry_first_s * 2.0 ** attempt, self.ctx.retry_max_s))
+    def _backoff(self, failures: int) -> None:
+        self.stop_event.wait(backoff_delay(self.ctx.retry_base_delay_s, failures))
 
 
 class QueuePoller(Poller):

@@ -11,6 +11,8 @@ async-accept      rt.invoke(..., invocation_type="Event") in a loop, BATCH event
                   from one thread and from four (group commit); every event is
                   acknowledged only after its row committed, while the Runtime's
                   delivery threads run the noop function for the events already accepted.
+                  The *-fsync variants use Runtime(fsync_commits=True): an fsync per
+                  commit, shared by concurrent callers.
 mapping-records   records consumed by an event source mapping (noop function): BATCH
                   messages of a queue (batch size 100, 1 s window) or BATCH records of a
                   one-shard stream (batch size 100), from enabling the mapping until
@@ -33,12 +35,21 @@ BATCH = 2000
 ROUNDS = 5
 
 
-@pytest.fixture(scope="module")
-def rt() -> Iterator[Runtime]:
-    with Runtime(cpu_follows_memory=False) as runtime:
+def _runtime(**options: Any) -> Iterator[Runtime]:
+    with Runtime(cpu_follows_memory=False, **options) as runtime:
         runtime.create_function("noop", handler="app.handler", code=HANDLERS["noop"])
         assert runtime.invoke("noop", {}).function_error is None
         yield runtime
+
+
+@pytest.fixture(scope="module")
+def rt() -> Iterator[Runtime]:
+    yield from _runtime()
+
+
+@pytest.fixture(scope="module")
+def rt_fsync() -> Iterator[Runtime]:
+    yield from _runtime(fsync_commits=True)
 
 
 def _per_second(benchmark: Any, items: int) -> None:
@@ -49,33 +60,44 @@ def _drained(rt: Runtime) -> None:
     assert rt.drain(120)
 
 
-@pytest.mark.benchmark(group="async-accept")
-def test_accept_one_thread(benchmark: Any, rt: Runtime) -> None:
-    def accept() -> None:
-        for i in range(BATCH):
+def _accept(benchmark: Any, rt: Runtime, threads: int) -> None:
+    def accept_share() -> None:
+        for i in range(BATCH // threads):
             rt.invoke("noop", {"i": i}, invocation_type="Event")
+
+    def accept() -> None:
+        if threads == 1:
+            accept_share()
+            return
+        workers = [threading.Thread(target=accept_share) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
 
     benchmark.pedantic(accept, setup=lambda: _drained(rt), rounds=ROUNDS, iterations=1)
     _per_second(benchmark, BATCH)
     _drained(rt)
+
+
+@pytest.mark.benchmark(group="async-accept")
+def test_accept_one_thread(benchmark: Any, rt: Runtime) -> None:
+    _accept(benchmark, rt, 1)
 
 
 @pytest.mark.benchmark(group="async-accept")
 def test_accept_four_threads(benchmark: Any, rt: Runtime) -> None:
-    def accept_share() -> None:
-        for i in range(BATCH // 4):
-            rt.invoke("noop", {"i": i}, invocation_type="Event")
+    _accept(benchmark, rt, 4)
 
-    def accept() -> None:
-        threads = [threading.Thread(target=accept_share) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
 
-    benchmark.pedantic(accept, setup=lambda: _drained(rt), rounds=ROUNDS, iterations=1)
-    _per_second(benchmark, BATCH)
-    _drained(rt)
+@pytest.mark.benchmark(group="async-accept-fsync")
+def test_accept_one_thread_fsync(benchmark: Any, rt_fsync: Runtime) -> None:
+    _accept(benchmark, rt_fsync, 1)
+
+
+@pytest.mark.benchmark(group="async-accept-fsync")
+def test_accept_sixteen_threads_fsync(benchmark: Any, rt_fsync: Runtime) -> None:
+    _accept(benchmark, rt_fsync, 16)
 
 
 @pytest.mark.benchmark(group="mapping-records")

@@ -97,6 +97,10 @@ class Runtime:
             as long (Lambda: about 1 and 2 minutes); throttled events and
             failing stream batches back off from 1/60 of it to 5 times it.
         async_payload_max: the largest Event payload in bytes.
+        fsync_commits: fsync the database on every commit (SQLite
+            ``synchronous=FULL``), so that acknowledged events also survive
+            an operating-system crash or power loss; by default a commit
+            survives the process being killed, not the machine going down.
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class Runtime:
         cpu_follows_memory: bool = True,
         retry_base_delay_s: float = C.ASYNC_RETRY_BASE_DELAY_S,
         async_payload_max: int = C.ASYNC_PAYLOAD_MAX,
+        fsync_commits: bool = False,
     ) -> None:
         if idle_timeout_s <= 0:
             raise InvalidParameterValueException(
@@ -145,7 +150,8 @@ class Runtime:
         self._launcher: Zygote | None = None
         self._launcher_lock = threading.Lock()
         self._closed = False
-        self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"))
+        self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"),
+                                  synchronous="FULL" if fsync_commits else "NORMAL")
         self._host = HostLimits(cgroups, isolation, cpu_follows_memory)
         self._supervisor = Supervisor()
         for record in self._store.list_functions():

@@ -219,6 +219,21 @@ def test_throttled_events_wait_for_concurrency(tmp_path):
         assert {r["requestContext"]["approximateInvokeCount"] for r in records} == {1}
 
 
+def test_deliveries_to_a_slow_function_run_side_by_side(rt):
+    make_function(rt, "slow", "import os, time\n\n"
+                  "def handler(event, context):\n"
+                  "    time.sleep(0.5)\n"
+                  "    return os.getpid()\n", timeout_s=5)
+    rt.put_function_event_invoke_config("slow", on_success=_arn(rt, "ok"))
+    rt.invoke("slow", {}, invocation_type="Event")  # measured as slow from here on
+    assert rt.drain(20)
+    for _ in range(4):
+        rt.invoke("slow", {}, invocation_type="Event")
+    assert rt.drain(20)
+    records = take_records(rt, "ok", 5)
+    assert len({r["responsePayload"] for r in records[1:]}) >= 2, "no two ran at once"
+
+
 def test_pending_events_resume_in_a_reopened_runtime(tmp_path):
     state = tmp_path / "state"
     with Runtime(state, retry_base_delay_s=FAST, concurrency_limit=1) as rt:

@@ -39,6 +39,15 @@ log = logging.getLogger("sandbox.invoke")
 # events than threads wait in the queue (as Lambda's pollers read its
 # internal queue at their own pace).
 DELIVERY_THREADS_MAX = 32
+# While invocations return within FAST_INVOKE_S on average, a delivery
+# spends its time in this process (under the GIL), not waiting for the
+# function: more than FAST_DELIVERIES at once would only take the GIL from
+# the callers whose events are being accepted. Slower functions get up to
+# DELIVERY_THREADS_MAX deliveries at once. Until a first invocation is
+# measured, functions count as slow.
+FAST_INVOKE_S = 0.002
+FAST_DELIVERIES = 2
+INVOKE_TIME_WEIGHT = 0.1
 # The first bytes of a function's error message that a dead-letter message carries.
 DLQ_ERROR_MESSAGE_MAX = 1024
 # Events accepted by this Runtime are kept in memory until delivered, so a
@@ -79,6 +88,7 @@ class AsyncInvoker:
         self._idle_threads = 0
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._invoke_s = 2 * FAST_INVOKE_S  # moving average of invocation wall time
         # The last response of events being retried, for their final record;
         # after a restart an event's record carries no response until it runs again.
         self._last_response: dict[int, tuple[str | None, bytes]] = {}
@@ -173,11 +183,16 @@ class AsyncInvoker:
         for event_id in event_ids:
             self._schedule(0.0, event_id)
 
+    def _deliveries_max(self) -> int:
+        return FAST_DELIVERIES if self._invoke_s < FAST_INVOKE_S else DELIVERY_THREADS_MAX
+
     def _schedule(self, due: float, event_id: int) -> None:
         with self._cond:
             heapq.heappush(self._heap, (due, event_id))
-            if (self._idle_threads == 0 and len(self._threads) < DELIVERY_THREADS_MAX
-                    and not self._stopping):
+            # More queued events than idle threads to wake (a woken thread counts
+            # as idle until it runs): another thread, up to the maximum.
+            if (len(self._heap) > self._idle_threads
+                    and len(self._threads) < self._deliveries_max() and not self._stopping):
                 thread = threading.Thread(target=self._work, name="sandbox-async",
                                           daemon=True)
                 self._threads.append(thread)
@@ -192,12 +207,16 @@ class AsyncInvoker:
                     if self._stopping:
                         return
                     now = time.time()
-                    if self._heap and self._heap[0][0] <= now:
+                    if (self._heap and self._heap[0][0] <= now
+                            and self._in_flight < self._deliveries_max()):
                         _, event_id = heapq.heappop(self._heap)
                         self._in_flight += 1
                         break
                     self._idle_threads += 1
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    # Waits for the next due event, or (when deliveries are at their
+                    # maximum) for a delivery to end: both notify.
+                    due_in = self._heap[0][0] - now if self._heap else None
+                    self._cond.wait(due_in if due_in is not None and due_in > 0 else None)
                     self._idle_threads -= 1
             try:
                 self._deliver(event_id)
@@ -208,6 +227,8 @@ class AsyncInvoker:
             finally:
                 with self._cond:
                     self._in_flight -= 1
+                    if self._heap:
+                        self._cond.notify()
 
     def _deliver(self, event_id: int) -> None:
         event = self._fresh.pop(event_id, None) or self._store.load_event(event_id)
@@ -234,9 +255,11 @@ class AsyncInvoker:
             self._requeue(event, event.attempts, event.throttles + 1,
                           now + self._throttle_delay(event.throttles))
             return
+        started = time.monotonic()
         try:
             result = sync.invoke(function.pool, function.log, event.request_id, event.payload,
                                  function.arn)
+            self._invoke_s += INVOKE_TIME_WEIGHT * (time.monotonic() - started - self._invoke_s)
         except SandboxError as exc:
             # The environment could not start, or the function changed under us:
             # a system error, retried like a throttle (not an attempt).

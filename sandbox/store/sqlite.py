@@ -5,9 +5,9 @@ file (written with ``write()``) before COMMIT returns, so a committed event
 survives the Runtime's process being killed at any moment (SIGKILL, crash):
 that is the guarantee the invocation models promise. What NORMAL gives up
 is an fsync per commit, so an operating-system crash or power loss may roll
-back the last commits. ``SQLiteStore(path, synchronous="FULL")`` fsyncs the
-WAL on every commit for that case; group commit keeps many concurrent
-writers fast either way.
+back the last commits. ``SQLiteStore(path, synchronous="FULL")``
+(``Runtime(fsync_commits=True)``) fsyncs the WAL on every commit for that
+case; group commit keeps many concurrent writers fast either way.
 
 Group commit: the accept paths (async events, queue sends, stream puts) add
 their write to a pending list; whichever caller holds the write lock runs

@@ -160,171 +160,6 @@ class Runtime:
         self._open_invocation_models(retry_base_delay_s)
         self._schedule_idle_sweep()
 
-    # -- invocation models: asynchronous invoke, queues, streams, mappings (issue 4) --------
-    def _open_invocation_models(self, retry_base_delay_s: float) -> None:
-        """Services, the concurrency limiter, async delivery and pollers; the
-        stored events and enabled mappings resume at once."""
-        self.arns = Arns(self.region, self.account_id)
-        self._queues = QueueService(self._store, self.arns)
-        self._streams = StreamService(self._store, self.arns)
-        reserved = {name: int(record["ReservedConcurrentExecutions"]) for name, record
-                    in self._store.list_function_settings(CONCURRENCY_KIND).items()}
-        self._limiter = ConcurrencyLimiter(self.concurrency_limit, reserved)
-        destinations = Destinations(self.arns, self._queues,
-                                    lambda name: name in self._functions)
-        self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._functions.get,
-                                   destinations, self._queues.notify, retry_base_delay_s)
-        self._mappings = MappingManager(MappingContext(
-            self._store, self.arns, self._queues, self._streams, self._limiter,
-            self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s))
-
-    def create_queue(self, name: str, visibility_timeout_s: int = 30,
-                     max_receive_count: int | None = None,
-                     dead_letter_queue: str | None = None) -> str:
-        """Creates a queue with SQS semantics; returns its ARN. A redrive
-        policy moves a message to ``dead_letter_queue`` (name or ARN) after
-        ``max_receive_count`` receives."""
-        return self._queues.create_queue(name, visibility_timeout_s, max_receive_count,
-                                         dead_letter_queue)
-
-    def delete_queue(self, queue: str) -> None:
-        self._queues.delete_queue(queue)
-
-    def get_queue(self, queue: str) -> dict[str, Any]:
-        """A queue's attributes and approximate message counts."""
-        return self._queues.get_queue(queue)
-
-    def list_queues(self) -> list[str]:
-        return self._queues.list_queues()
-
-    def send_message(self, queue: str, body: str,
-                     attributes: Mapping[str, Any] | None = None) -> str:
-        """Sends a message (``attributes``: SQS message attributes, a str
-        value meaning a String one); returns its id once durable."""
-        return self._queues.send_message(queue, body, attributes)
-
-    def receive_messages(self, queue: str, max_messages: int = 10, wait_s: float = 0,
-                         visibility_timeout_s: int | None = None) -> list[dict[str, Any]]:
-        """SQS ReceiveMessage: dicts with message_id, receipt_handle, body,
-        md5_of_body, attributes (ApproximateReceiveCount, ...) and message_attributes."""
-        return self._queues.receive_messages(queue, max_messages, wait_s, visibility_timeout_s)
-
-    def delete_message(self, queue: str, receipt_handle: str) -> None:
-        self._queues.delete_message(queue, receipt_handle)
-
-    def create_stream(self, name: str, shards: int = 1) -> str:
-        """Creates a stream with Kinesis semantics; returns its ARN."""
-        return self._streams.create_stream(name, shards)
-
-    def delete_stream(self, stream: str) -> None:
-        self._streams.delete_stream(stream)
-
-    def put_record(self, stream: str, data: bytes | str, partition_key: str) -> str:
-        """Appends a record to the shard of ``partition_key``; returns its
-        sequence number once durable."""
-        return self._streams.put_record(stream, data, partition_key)
-
-    def put_function_event_invoke_config(
-            self, name: str, maximum_retry_attempts: int | None = None,
-            maximum_event_age_s: int | None = None, on_success: str | None = None,
-            on_failure: str | None = None) -> dict[str, Any]:
-        """Asynchronous invoke settings (replacing any earlier ones);
-        destinations are queue or function ARNs. Returns Lambda's shape."""
-        return self._async.put_config(name, self._get(name).arn, maximum_retry_attempts,
-                                      maximum_event_age_s, on_success, on_failure)
-
-    def get_function_event_invoke_config(self, name: str) -> dict[str, Any]:
-        return self._async.get_config(name, self._get(name).arn)
-
-    def delete_function_event_invoke_config(self, name: str) -> None:
-        self._async.delete_config(name, self._get(name).arn)
-
-    def put_function_dead_letter_config(self, name: str, target_arn: str | None) -> None:
-        """The function's DeadLetterConfig: failed Event invokes' bare events
-        go to this queue (None removes it)."""
-        self._get(name)
-        self._async.put_dead_letter(name, target_arn)
-
-    def get_function_dead_letter_config(self, name: str) -> dict[str, Any]:
-        self._get(name)
-        target = self._async.get_dead_letter(name)
-        return {"TargetArn": target} if target else {}
-
-    def put_function_concurrency(self, name: str,
-                                 reserved_concurrent_executions: int) -> dict[str, Any]:
-        """Reserves concurrency for a function (0 stops it from running)."""
-        self._get(name)
-        self._limiter.set_reserved(name, reserved_concurrent_executions)
-        record = {"ReservedConcurrentExecutions": reserved_concurrent_executions}
-        self._store.put_function_settings(CONCURRENCY_KIND, name, record)
-        return record
-
-    def get_function_concurrency(self, name: str) -> dict[str, Any]:
-        self._get(name)
-        return self._store.get_function_settings(CONCURRENCY_KIND, name) or {}
-
-    def delete_function_concurrency(self, name: str) -> None:
-        self._get(name)
-        self._limiter.set_reserved(name, None)
-        self._store.delete_function_settings(CONCURRENCY_KIND, name)
-
-    def create_event_source_mapping(
-            self, function: str, event_source_arn: str, *, batch_size: int | None = None,
-            maximum_batching_window_s: int | None = None,
-            function_response_types: tuple[str, ...] | list[str] = (),
-            starting_position: str | None = None,
-            bisect_batch_on_function_error: bool | None = None,
-            maximum_retry_attempts: int | None = None, maximum_record_age_s: int | None = None,
-            on_failure: str | None = None, parallelization_factor: int | None = None,
-            enabled: bool = True) -> str:
-        """Polls a queue or stream and invokes ``function`` with batches;
-        returns the mapping's UUID. Options left None take Lambda's default
-        for the source; stream-only options are refused for queues."""
-        return self._mappings.create(
-            function, event_source_arn, batch_size=batch_size,
-            maximum_batching_window_s=maximum_batching_window_s,
-            function_response_types=function_response_types,
-            starting_position=starting_position,
-            bisect_batch_on_function_error=bisect_batch_on_function_error,
-            maximum_retry_attempts=maximum_retry_attempts,
-            maximum_record_age_s=maximum_record_age_s, on_failure=on_failure,
-            parallelization_factor=parallelization_factor, enabled=enabled)
-
-    def get_event_source_mapping(self, uuid: str) -> dict[str, Any]:
-        return self._mappings.get(uuid)
-
-    def list_event_source_mappings(self, function: str | None = None,
-                                   event_source_arn: str | None = None) -> list[dict[str, Any]]:
-        return self._mappings.list(function, event_source_arn)
-
-    def update_event_source_mapping(self, uuid: str, **changes: Any) -> dict[str, Any]:
-        return self._mappings.update(uuid, **changes)
-
-    def delete_event_source_mapping(self, uuid: str) -> dict[str, Any]:
-        return self._mappings.delete(uuid)
-
-    def drain(self, timeout_s: float = 30.0) -> bool:
-        """Waits until no asynchronous event is stored or being delivered and
-        every enabled mapping has nothing to read and no batch in flight;
-        returns whether that happened within ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while not (self._async.idle() and self._mappings.idle()):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-        return True
-
-    def _stop_invocation_models(self) -> None:
-        self._mappings.stop()
-        self._async.stop()
-        self._queues.close()
-        self._streams.close()
-        self._limiter.wake()
-
-    def _join_invocation_models(self) -> None:
-        self._mappings.join(INVOCATION_THREADS_JOIN_S)
-        self._async.join(INVOCATION_THREADS_JOIN_S)
-
     # -- context management -------------------------------------------------------
     def __enter__(self) -> Runtime:
         return self
@@ -528,6 +363,173 @@ class Runtime:
         """Environments of a function: idle and busy counts."""
         function = self._get(name)
         return {"idle": function.pool.idle_count, "busy": function.pool.busy}
+
+    # -- invocation models: asynchronous invoke, queues, streams, mappings (issue 4) --------
+    # (thin delegation to sandbox/invoke/ and sandbox/services/)
+    def _open_invocation_models(self, retry_base_delay_s: float) -> None:
+        """Services, the concurrency limiter, async delivery and pollers; the
+        stored events and enabled mappings resume at once."""
+        self.arns = Arns(self.region, self.account_id)
+        self._queues = QueueService(self._store, self.arns)
+        self._streams = StreamService(self._store, self.arns)
+        reserved = {name: int(record["ReservedConcurrentExecutions"]) for name, record
+                    in self._store.list_function_settings(CONCURRENCY_KIND).items()}
+        self._limiter = ConcurrencyLimiter(self.concurrency_limit, reserved)
+        destinations = Destinations(self.arns, self._queues,
+                                    lambda name: name in self._functions)
+        self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._functions.get,
+                                   destinations, self._queues.notify, retry_base_delay_s)
+        self._mappings = MappingManager(MappingContext(
+            self._store, self.arns, self._queues, self._streams, self._limiter,
+            self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s))
+
+    def create_queue(self, name: str, visibility_timeout_s: int = 30,
+                     max_receive_count: int | None = None,
+                     dead_letter_queue: str | None = None) -> str:
+        """Creates a queue with SQS semantics; returns its ARN. A redrive
+        policy moves a message to ``dead_letter_queue`` (name or ARN) after
+        ``max_receive_count`` receives."""
+        return self._queues.create_queue(name, visibility_timeout_s, max_receive_count,
+                                         dead_letter_queue)
+
+    def delete_queue(self, queue: str) -> None:
+        self._queues.delete_queue(queue)
+
+    def get_queue(self, queue: str) -> dict[str, Any]:
+        """A queue's attributes and approximate message counts."""
+        return self._queues.get_queue(queue)
+
+    def list_queues(self) -> list[str]:
+        return self._queues.list_queues()
+
+    def send_message(self, queue: str, body: str,
+                     attributes: Mapping[str, Any] | None = None) -> str:
+        """Sends a message (``attributes``: SQS message attributes, a str
+        value meaning a String one); returns its id once durable."""
+        return self._queues.send_message(queue, body, attributes)
+
+    def receive_messages(self, queue: str, max_messages: int = 10, wait_s: float = 0,
+                         visibility_timeout_s: int | None = None) -> list[dict[str, Any]]:
+        """SQS ReceiveMessage: dicts with message_id, receipt_handle, body,
+        md5_of_body, attributes (ApproximateReceiveCount, ...) and message_attributes."""
+        return self._queues.receive_messages(queue, max_messages, wait_s, visibility_timeout_s)
+
+    def delete_message(self, queue: str, receipt_handle: str) -> None:
+        self._queues.delete_message(queue, receipt_handle)
+
+    def create_stream(self, name: str, shards: int = 1) -> str:
+        """Creates a stream with Kinesis semantics; returns its ARN."""
+        return self._streams.create_stream(name, shards)
+
+    def delete_stream(self, stream: str) -> None:
+        self._streams.delete_stream(stream)
+
+    def put_record(self, stream: str, data: bytes | str, partition_key: str) -> str:
+        """Appends a record to the shard of ``partition_key``; returns its
+        sequence number once durable."""
+        return self._streams.put_record(stream, data, partition_key)
+
+    def put_function_event_invoke_config(
+            self, name: str, maximum_retry_attempts: int | None = None,
+            maximum_event_age_s: int | None = None, on_success: str | None = None,
+            on_failure: str | None = None) -> dict[str, Any]:
+        """Asynchronous invoke settings (replacing any earlier ones);
+        destinations are queue or function ARNs. Returns Lambda's shape."""
+        return self._async.put_config(name, self._get(name).arn, maximum_retry_attempts,
+                                      maximum_event_age_s, on_success, on_failure)
+
+    def get_function_event_invoke_config(self, name: str) -> dict[str, Any]:
+        return self._async.get_config(name, self._get(name).arn)
+
+    def delete_function_event_invoke_config(self, name: str) -> None:
+        self._async.delete_config(name, self._get(name).arn)
+
+    def put_function_dead_letter_config(self, name: str, target_arn: str | None) -> None:
+        """The function's DeadLetterConfig: failed Event invokes' bare events
+        go to this queue (None removes it)."""
+        self._get(name)
+        self._async.put_dead_letter(name, target_arn)
+
+    def get_function_dead_letter_config(self, name: str) -> dict[str, Any]:
+        self._get(name)
+        target = self._async.get_dead_letter(name)
+        return {"TargetArn": target} if target else {}
+
+    def put_function_concurrency(self, name: str,
+                                 reserved_concurrent_executions: int) -> dict[str, Any]:
+        """Reserves concurrency for a function (0 stops it from running)."""
+        self._get(name)
+        self._limiter.set_reserved(name, reserved_concurrent_executions)
+        record = {"ReservedConcurrentExecutions": reserved_concurrent_executions}
+        self._store.put_function_settings(CONCURRENCY_KIND, name, record)
+        return record
+
+    def get_function_concurrency(self, name: str) -> dict[str, Any]:
+        self._get(name)
+        return self._store.get_function_settings(CONCURRENCY_KIND, name) or {}
+
+    def delete_function_concurrency(self, name: str) -> None:
+        self._get(name)
+        self._limiter.set_reserved(name, None)
+        self._store.delete_function_settings(CONCURRENCY_KIND, name)
+
+    def create_event_source_mapping(
+            self, function: str, event_source_arn: str, *, batch_size: int | None = None,
+            maximum_batching_window_s: int | None = None,
+            function_response_types: tuple[str, ...] | list[str] = (),
+            starting_position: str | None = None,
+            bisect_batch_on_function_error: bool | None = None,
+            maximum_retry_attempts: int | None = None, maximum_record_age_s: int | None = None,
+            on_failure: str | None = None, parallelization_factor: int | None = None,
+            enabled: bool = True) -> str:
+        """Polls a queue or stream and invokes ``function`` with batches;
+        returns the mapping's UUID. Options left None take Lambda's default
+        for the source; stream-only options are refused for queues."""
+        return self._mappings.create(
+            function, event_source_arn, batch_size=batch_size,
+            maximum_batching_window_s=maximum_batching_window_s,
+            function_response_types=function_response_types,
+            starting_position=starting_position,
+            bisect_batch_on_function_error=bisect_batch_on_function_error,
+            maximum_retry_attempts=maximum_retry_attempts,
+            maximum_record_age_s=maximum_record_age_s, on_failure=on_failure,
+            parallelization_factor=parallelization_factor, enabled=enabled)
+
+    def get_event_source_mapping(self, uuid: str) -> dict[str, Any]:
+        return self._mappings.get(uuid)
+
+    def list_event_source_mappings(self, function: str | None = None,
+                                   event_source_arn: str | None = None) -> list[dict[str, Any]]:
+        return self._mappings.list(function, event_source_arn)
+
+    def update_event_source_mapping(self, uuid: str, **changes: Any) -> dict[str, Any]:
+        return self._mappings.update(uuid, **changes)
+
+    def delete_event_source_mapping(self, uuid: str) -> dict[str, Any]:
+        return self._mappings.delete(uuid)
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Waits until no asynchronous event is stored or being delivered and
+        every enabled mapping has nothing to read and no batch in flight;
+        returns whether that happened within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not (self._async.idle() and self._mappings.idle()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _stop_invocation_models(self) -> None:
+        self._mappings.stop()
+        self._async.stop()
+        self._queues.close()
+        self._streams.close()
+        self._limiter.wake()
+
+    def _join_invocation_models(self) -> None:
+        self._mappings.join(INVOCATION_THREADS_JOIN_S)
+        self._async.join(INVOCATION_THREADS_JOIN_S)
+    # -- end of invocation models (issue 4) -------------------------------------------------
 
     # -- internals -----------------------------------------------------------------------
     def _check_open(self) -> None:

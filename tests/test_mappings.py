@@ -136,6 +136,15 @@ def test_stream_mapping_validation(rt, tmp_path, options, match):
         rt.create_event_source_mapping("f", arn, **options)
 
 
+def test_queue_mapping_accepts_the_stream_options_unset_values(rt, tmp_path):
+    recording_function(rt, tmp_path)
+    arn = rt.create_queue("q")
+    mapping = rt.create_event_source_mapping(
+        "f", arn, maximum_retry_attempts=-1, maximum_record_age_s=-1,
+        bisect_batch_on_function_error=False, parallelization_factor=1, enabled=False)
+    assert "MaximumRetryAttempts" not in rt.get_event_source_mapping(mapping)
+
+
 def test_mapping_needs_an_existing_function_and_source(rt, tmp_path):
     arn = rt.create_queue("q")
     with pytest.raises(ResourceNotFoundException):

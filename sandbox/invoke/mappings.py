@@ -14,9 +14,11 @@ from .pollers import MappingContext, Poller, QueuePoller, StreamPoller
 
 log = logging.getLogger("sandbox.invoke")
 
-# Options only stream sources take; a queue mapping given one is refused.
-STREAM_ONLY = ("starting_position", "bisect_batch_on_function_error", "maximum_retry_attempts",
-               "maximum_record_age_s", "on_failure", "parallelization_factor")
+# Options only stream sources take, with the values that mean "not set": a
+# queue mapping given any other value is refused (a starting position at all).
+STREAM_ONLY = {"starting_position": None, "bisect_batch_on_function_error": False,
+               "maximum_retry_attempts": -1, "maximum_record_age_s": -1, "on_failure": None,
+               "parallelization_factor": 1}
 UPDATABLE = ("function", "batch_size", "maximum_batching_window_s", "function_response_types",
              "bisect_batch_on_function_error", "maximum_retry_attempts", "maximum_record_age_s",
              "on_failure", "parallelization_factor", "enabled")
@@ -48,7 +50,8 @@ def validate(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     """
     stream = kind == "kinesis"
     if not stream:
-        given = [name for name in STREAM_ONLY if options.get(name) is not None]
+        given = [name for name, unset in STREAM_ONLY.items()
+                 if options.get(name) is not None and options.get(name) != unset]
         if given:
             raise InvalidParameterValueException(
                 f"{', '.join(given)} apply only to stream sources, not to queues")

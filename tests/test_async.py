@@ -340,3 +340,23 @@ def test_group_commit_keeps_every_concurrent_event(tmp_path):
     assert len(set(ids)) == 800
     assert sorted(i for _, i in store.pending_events()) == sorted(ids)
     store.close()
+
+
+def test_close_ends_every_delivery_and_poller_thread(tmp_path):
+    def ours():
+        return [t for t in threading.enumerate()
+                if t.name.startswith(("sandbox-async", "sandbox-poller")) and t.is_alive()]
+
+    assert ours() == []
+    with Runtime(tmp_path / "state", retry_base_delay_s=FAST) as rt:
+        make_function(rt, "f", SOURCE)
+        queue = rt.create_queue("q")
+        stream = rt.create_stream("s", shards=2)
+        rt.create_event_source_mapping("f", queue)
+        rt.create_event_source_mapping("f", stream, starting_position="LATEST",
+                                       parallelization_factor=2)
+        rt.invoke("f", {}, invocation_type="Event")
+        rt.send_message(queue, "x")
+        assert rt.drain(20)
+        assert len(ours()) >= 6  # a delivery thread, a queue poller, 2 x 2 stream lanes
+    assert ours() == []

@@ -1,8 +1,13 @@
-"""Crash safety of asynchronous invoke: a real Runtime in a child process,
-accepting Event invokes while it delivers them, is killed with SIGKILL again
-and again on one persistent state dir. Every event it acknowledged (202)
-must then be delivered (at least once) by a reopened Runtime: the function's
-OnSuccess records in a queue name them all.
+"""Crash safety: a real Runtime in a child process is killed with SIGKILL
+again and again on one persistent state dir.
+
+- Asynchronous invoke: the child accepts Event invokes while it delivers
+  them. Every event it acknowledged (202) must then be delivered (at least
+  once) by a reopened Runtime: the function's OnSuccess records in a queue
+  name them all.
+- Stream mappings: the child works through a stream's backlog; every record
+  must reach the function at least once (checkpoints never run ahead of
+  the work), which records what it saw in a host file.
 """
 
 from __future__ import annotations
@@ -43,11 +48,33 @@ CHILD = textwrap.dedent("""
 """)
 ROUNDS = 5
 
+RECORDING_SOURCE = """
+import base64
+import os
+
+
+def handler(event, context):
+    seen = [base64.b64decode(r["kinesis"]["data"]).decode() for r in event["Records"]]
+    with open(os.environ["SEEN"], "a") as f:
+        f.write("".join(f"{item}\\n" for item in seen))
+"""
+
+MAPPING_CHILD = textwrap.dedent("""
+    import sys
+    import time
+
+    from sandbox import Runtime
+
+    rt = Runtime(sys.argv[1], retry_base_delay_s=0.05, isolation=False)
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
 
 def _run_and_kill(state: str, round_number: int, kill_after_s: float,
-                  wait_ready: bool) -> list[str]:
+                  wait_ready: bool, program: str = CHILD) -> list[str]:
     """Starts the child, SIGKILLs it ``kill_after_s`` later; returns the ids it acknowledged."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, state, str(round_number)],
+    child = subprocess.Popen([sys.executable, "-c", program, state, str(round_number)],
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     lines: list[str] = []
@@ -88,3 +115,28 @@ def test_every_acknowledged_event_survives_repeated_sigkill(tmp_path):
     missing = set(acknowledged) - delivered
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
     assert {r["requestContext"]["condition"] for r in records} == {"Success"}
+
+
+def test_stream_records_survive_repeated_sigkill_of_their_poller(tmp_path):
+    state = str(tmp_path / "state")
+    seen_file = tmp_path / "seen"
+    with Runtime(state, isolation=False) as rt:
+        make_function(rt, "f", RECORDING_SOURCE, environment={"SEEN": str(seen_file)})
+        stream = rt.create_stream("s", shards=2)
+        records = [f"r{i}" for i in range(3000)]
+        for record in records:
+            rt.put_record(stream, record, record)
+        rt.create_event_source_mapping("f", stream, starting_position="TRIM_HORIZON",
+                                       batch_size=10, enabled=False)
+    with Runtime(state, isolation=False) as rt:
+        [mapping] = rt.list_event_source_mappings()
+        rt.update_event_source_mapping(mapping["UUID"], enabled=True)
+        rt.close()  # enabled, before it could read much: the children do the work
+    rng = random.Random(9)
+    for round_number in range(3):
+        _run_and_kill(state, round_number, rng.uniform(0.1, 0.4), True, MAPPING_CHILD)
+    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+        assert rt.drain(120)
+    seen = set(seen_file.read_text().split())
+    missing = set(records) - seen
+    assert not missing, f"{len(missing)} records never reached the function"

@@ -461,3 +461,27 @@ def test_a_deleted_source_stops_nothing_else(tmp_path):
         rt.send_message("q", "back")
         assert rt.drain(20)
     assert recorder.bodies() == [["back"]]
+
+
+def test_batching_window_gathers_messages_that_arrive_within_it(rt, tmp_path):
+    recorder = recording_function(rt, tmp_path)
+    queue = rt.create_queue("q")
+    rt.create_event_source_mapping("f", queue, batch_size=3, maximum_batching_window_s=5)
+    for body in ("a", "b", "c"):
+        rt.send_message("q", body)
+    assert rt.drain(20)
+    assert recorder.bodies() == [["a", "b", "c"]]
+
+
+def test_update_moves_a_mapping_to_another_function(rt, tmp_path):
+    first = recording_function(rt, tmp_path, "first")
+    second = recording_function(rt, tmp_path, "second")
+    queue = rt.create_queue("q")
+    mapping = rt.create_event_source_mapping("first", queue)
+    rt.send_message("q", "one")
+    assert rt.drain(20)
+    updated = rt.update_event_source_mapping(mapping, function="second")
+    assert updated["FunctionArn"] == rt.function_arn("second")
+    rt.send_message("q", "two")
+    assert rt.drain(20)
+    assert (first.bodies(), second.bodies()) == ([["one"]], [["two"]])

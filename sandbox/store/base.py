@@ -9,6 +9,7 @@ destination record is written exactly when the work it reports is retired.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -134,7 +135,7 @@ class Store(Protocol):
 
     def receive_messages(self, queue: str, max_messages: int, now: float, visible_at: float,
                          max_receive_count: int | None, dead_letter_queue: str | None,
-                         new_handle: Any) -> list[Message]:
+                         new_handle: Callable[[], str]) -> list[Message]:
         """Up to ``max_messages`` messages visible at ``now``, oldest first, made
         invisible until ``visible_at`` with fresh receipt handles from
         ``new_handle()``. A message already received ``max_receive_count``

@@ -260,7 +260,7 @@ class SQLiteStore:
 
     def receive_messages(self, queue: str, max_messages: int, now: float, visible_at: float,
                          max_receive_count: int | None, dead_letter_queue: str | None,
-                         new_handle: Any) -> list[Message]:
+                         new_handle: Callable[[], str]) -> list[Message]:
         def op(db: sqlite3.Connection) -> list[Message]:
             received: list[Message] = []
             taken: list[int] = []  # a zero visibility timeout leaves them visible: skip them

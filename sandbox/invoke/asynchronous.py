@@ -93,8 +93,10 @@ class AsyncInvoker:
         # after a restart an event's record carries no response until it runs again.
         self._last_response: dict[int, tuple[str | None, bytes]] = {}
         self._fresh: dict[int, AsyncEvent] = {}
-        # This Runtime alone writes the settings, so it may cache them.
+        # This Runtime alone writes the settings, so it may cache them; the lock
+        # keeps a reader from caching a value a writer has just replaced.
         self._settings: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._settings_lock = threading.Lock()
         for due, event_id in store.pending_events():
             self._schedule(due, event_id)
 
@@ -122,8 +124,9 @@ class AsyncInvoker:
         record = {"FunctionArn": f"{function_arn}:{C.LATEST_VERSION}",
                   "MaximumRetryAttempts": retries, "MaximumEventAgeInSeconds": age,
                   "LastModified": time.time(), "DestinationConfig": destinations}
-        self._store.put_function_settings(CONFIG_KIND, name, record)
-        self._settings.pop((CONFIG_KIND, name), None)
+        with self._settings_lock:
+            self._store.put_function_settings(CONFIG_KIND, name, record)
+            self._settings.pop((CONFIG_KIND, name), None)
         return record
 
     def get_config(self, name: str, function_arn: str) -> dict[str, Any]:
@@ -134,22 +137,26 @@ class AsyncInvoker:
         return record
 
     def delete_config(self, name: str, function_arn: str) -> None:
-        self._settings.pop((CONFIG_KIND, name), None)
-        if not self._store.delete_function_settings(CONFIG_KIND, name):
+        with self._settings_lock:
+            self._settings.pop((CONFIG_KIND, name), None)
+            deleted = self._store.delete_function_settings(CONFIG_KIND, name)
+        if not deleted:
             raise ResourceNotFoundException(
                 f"The function {function_arn} doesn't have an EventInvokeConfig")
 
     def put_dead_letter(self, name: str, target_arn: str | None) -> None:
         """The function's DeadLetterConfig (TargetArn: a queue), or None to remove it."""
-        self._settings.pop((DLQ_KIND, name), None)
-        if target_arn is None:
-            self._store.delete_function_settings(DLQ_KIND, name)
-            return
-        service, _ = self._arns.parse(target_arn, "dead-letter TargetArn")
-        if service != "sqs":
-            raise InvalidParameterValueException(
-                f"dead-letter TargetArn must be a queue ARN, got {target_arn!r}")
-        self._store.put_function_settings(DLQ_KIND, name, {"TargetArn": target_arn})
+        if target_arn is not None:
+            service, _ = self._arns.parse(target_arn, "dead-letter TargetArn")
+            if service != "sqs":
+                raise InvalidParameterValueException(
+                    f"dead-letter TargetArn must be a queue ARN, got {target_arn!r}")
+        with self._settings_lock:
+            self._settings.pop((DLQ_KIND, name), None)
+            if target_arn is None:
+                self._store.delete_function_settings(DLQ_KIND, name)
+            else:
+                self._store.put_function_settings(DLQ_KIND, name, {"TargetArn": target_arn})
 
     def get_dead_letter(self, name: str) -> str | None:
         record = self._setting(DLQ_KIND, name)
@@ -157,15 +164,17 @@ class AsyncInvoker:
 
     def forget_function(self, name: str) -> None:
         """Drops cached settings of a deleted function (the store drops its rows)."""
-        for kind in (CONFIG_KIND, DLQ_KIND):
-            self._settings.pop((kind, name), None)
+        with self._settings_lock:
+            for kind in (CONFIG_KIND, DLQ_KIND):
+                self._settings.pop((kind, name), None)
 
     def _setting(self, kind: str, name: str) -> dict[str, Any] | None:
         key = (kind, name)
         try:
             return self._settings[key]
         except KeyError:
-            record = self._settings[key] = self._store.get_function_settings(kind, name)
+            with self._settings_lock:
+                record = self._settings[key] = self._store.get_function_settings(kind, name)
             return record
 
     # -- accepting ----------------------------------------------------------------------------

@@ -506,6 +506,7 @@ class Runtime:
         return self._mappings.update(uuid, **changes)
 
     def delete_event_source_mapping(self, uuid: str) -> dict[str, Any]:
+        """Stops the mapping (its batch in flight finishes first) and removes it."""
         return self._mappings.delete(uuid)
 
     def drain(self, timeout_s: float = 30.0) -> bool:

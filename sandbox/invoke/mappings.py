@@ -19,6 +19,8 @@ log = logging.getLogger("sandbox.invoke")
 STREAM_ONLY = {"starting_position": None, "bisect_batch_on_function_error": False,
                "maximum_retry_attempts": -1, "maximum_record_age_s": -1, "on_failure": None,
                "parallelization_factor": 1}
+# How long update and delete wait for a mapping's batch in flight to finish.
+STOP_WAIT_S = 60.0
 UPDATABLE = ("function", "batch_size", "maximum_batching_window_s", "function_response_types",
              "bisect_batch_on_function_error", "maximum_retry_attempts", "maximum_record_age_s",
              "on_failure", "parallelization_factor", "enabled")
@@ -264,6 +266,8 @@ class MappingManager:
         self._ctx.store.put_checkpoints(mapping_id, positions)
 
     def delete(self, mapping_id: str) -> dict[str, Any]:
+        """Stops the mapping's pollers (waiting for a batch in flight, at most
+        STOP_WAIT_S) and removes it; returns its record with State "Deleting"."""
         record = self.get(mapping_id)
         self._stop(mapping_id)
         self._ctx.store.delete_mapping(mapping_id)
@@ -288,7 +292,7 @@ class MappingManager:
         if poller is not None:
             poller.stop()
             self._wake()
-            poller.join(60.0)
+            poller.join(STOP_WAIT_S)
 
     def _wake(self) -> None:
         self._ctx.queues.notify()

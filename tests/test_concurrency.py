@@ -160,3 +160,17 @@ def test_dry_run_runs_nothing(rt):
     assert rt.stats("f") == {"idle": 0, "busy": 0}
     with open(rt.log_path("f")) as log:
         assert result.request_id not in log.read()
+
+
+def test_async_deliveries_count_against_the_limit(tmp_path):
+    with Runtime(tmp_path / "state", concurrency_limit=1, retry_base_delay_s=0.05) as rt:
+        make_function(rt, "f", ACTIONS_SOURCE, timeout_s=5)
+        rt.invoke("f", {"action": "sleep", "seconds": 1}, invocation_type="Event")
+        deadline = time.monotonic() + 10
+        while rt.stats("f")["busy"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with pytest.raises(TooManyRequestsException) as info:
+            rt.invoke("f", {})
+        assert info.value.reason == ACCOUNT
+        assert rt.drain(20)
+        assert rt.invoke("f", {}).function_error is None

@@ -385,12 +385,13 @@ class Runtime:
 
     def create_queue(self, name: str, visibility_timeout_s: int = 30,
                      max_receive_count: int | None = None,
-                     dead_letter_queue: str | None = None) -> str:
+                     dead_letter_queue: str | None = None,
+                     message_retention_s: int = C.QUEUE_RETENTION_DEFAULT_S) -> str:
         """Creates a queue with SQS semantics; returns its ARN. A redrive
         policy moves a message to ``dead_letter_queue`` (name or ARN) after
-        ``max_receive_count`` receives."""
+        ``max_receive_count`` receives; messages are kept ``message_retention_s``."""
         return self._queues.create_queue(name, visibility_timeout_s, max_receive_count,
-                                         dead_letter_queue)
+                                         dead_letter_queue, message_retention_s)
 
     def delete_queue(self, queue: str) -> None:
         self._queues.delete_queue(queue)
@@ -417,9 +418,10 @@ class Runtime:
     def delete_message(self, queue: str, receipt_handle: str) -> None:
         self._queues.delete_message(queue, receipt_handle)
 
-    def create_stream(self, name: str, shards: int = 1) -> str:
+    def create_stream(self, name: str, shards: int = 1,
+                      retention_hours: int = C.STREAM_RETENTION_DEFAULT_H) -> str:
         """Creates a stream with Kinesis semantics; returns its ARN."""
-        return self._streams.create_stream(name, shards)
+        return self._streams.create_stream(name, shards, retention_hours)
 
     def delete_stream(self, stream: str) -> None:
         self._streams.delete_stream(stream)

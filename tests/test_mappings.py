@@ -485,3 +485,23 @@ def test_update_moves_a_mapping_to_another_function(rt, tmp_path):
     rt.send_message("q", "two")
     assert rt.drain(20)
     assert (first.bodies(), second.bodies()) == ([["one"]], [["two"]])
+
+
+def test_records_past_the_stream_retention_are_gone_without_a_failure_record(tmp_path):
+    state = tmp_path / "state"
+    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+        rt.create_stream("s", retention_hours=24)
+        with pytest.raises(InvalidParameterValueException, match="retention_hours"):
+            rt.create_stream("short", retention_hours=23)
+    store = SQLiteStore(str(state / "sandbox.db"))
+    store.put_record("s", 0, "k", lane_key("k"), b"expired", time.time() - 25 * 3600)
+    store.close()
+    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+        recorder = recording_function(rt, tmp_path)
+        failures = rt.create_queue("failures")
+        rt.put_record("s", "kept", "k")
+        rt.create_event_source_mapping("f", rt.arns.stream("s"), starting_position="TRIM_HORIZON",
+                                       on_failure=failures)
+        assert rt.drain(20)
+        assert recorder.bodies() == [["kept"]]
+        assert rt.receive_messages("failures") == []

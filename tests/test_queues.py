@@ -15,6 +15,8 @@ from sandbox.errors import (
     QueueNameExists,
     ReceiptHandleIsInvalid,
 )
+from sandbox.store import SQLiteStore
+from sandbox.store.base import NewMessage
 
 
 @pytest.fixture
@@ -166,3 +168,18 @@ def test_delete_queue_removes_messages(rt):
         rt.receive_messages("q")
     rt.create_queue("q")
     assert rt.receive_messages("q") == []
+
+
+def test_messages_past_the_retention_period_are_deleted(tmp_path):
+    state = tmp_path / "state"
+    with Runtime(state) as rt:
+        rt.create_queue("q", message_retention_s=60)
+        with pytest.raises(InvalidParameterValueException, match="message_retention_s"):
+            rt.create_queue("short", message_retention_s=59)
+    store = SQLiteStore(str(state / "sandbox.db"))
+    store.send_messages([NewMessage("q", "old-id", "old", {}, time.time() - 120)])
+    store.close()
+    with Runtime(state) as rt:
+        rt.send_message("q", "new")
+        assert [m["body"] for m in rt.receive_messages("q")] == ["new"]
+        assert rt.get_queue("q")["approximate_number_of_messages_not_visible"] == 1

@@ -32,6 +32,8 @@ _QUEUE_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{C.QUEUE_NAME_MAX}}}$")
 # SQS allows #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF.
 _INVALID_BODY_CHARS = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _DATA_TYPES = ("String", "Number", "Binary")
+# Messages past their retention period are deleted at most this often per queue.
+EXPIRY_INTERVAL_S = 1.0
 
 
 class QueueService:
@@ -42,13 +44,16 @@ class QueueService:
         self._arns = arns
         self._arrived = threading.Condition()
         self._closed = False
+        self._expired_at: dict[str, float] = {}
 
     # -- queues ---------------------------------------------------------------------
     def create_queue(self, name: str,
                      visibility_timeout_s: int = C.QUEUE_VISIBILITY_TIMEOUT_DEFAULT_S,
                      max_receive_count: int | None = None,
-                     dead_letter_queue: str | None = None) -> str:
-        """Creates a queue (or returns the ARN of an identical one).
+                     dead_letter_queue: str | None = None,
+                     message_retention_s: int = C.QUEUE_RETENTION_DEFAULT_S) -> str:
+        """Creates a queue (or returns the ARN of an identical one). Messages
+        older than ``message_retention_s`` are deleted, received or not.
 
         Raises:
             InvalidParameterValueException: a bad name, timeout or redrive policy.
@@ -61,6 +66,8 @@ class QueueService:
                 f"got {name!r}")
         _check_int("visibility_timeout_s", visibility_timeout_s, 0,
                    C.QUEUE_VISIBILITY_TIMEOUT_MAX_S)
+        _check_int("message_retention_s", message_retention_s, C.QUEUE_RETENTION_MIN_S,
+                   C.QUEUE_RETENTION_MAX_S)
         if (max_receive_count is None) != (dead_letter_queue is None):
             raise InvalidParameterValueException(
                 "a redrive policy needs both dead_letter_queue and max_receive_count")
@@ -74,7 +81,8 @@ class QueueService:
             dlq_arn = self._arns.queue(dlq_name)
         record = {"name": name, "arn": self._arns.queue(name),
                   "visibility_timeout_s": visibility_timeout_s,
-                  "max_receive_count": max_receive_count, "dead_letter_queue": dlq_arn}
+                  "max_receive_count": max_receive_count, "dead_letter_queue": dlq_arn,
+                  "message_retention_s": message_retention_s}
         existing = self._store.get_queue(name)
         if existing is not None:
             if {k: v for k, v in existing.items() if k != "created"} != record:
@@ -95,6 +103,7 @@ class QueueService:
         """The queue's attributes, with ApproximateNumberOfMessages(NotVisible)."""
         name = self.resolve(queue)
         record = self._attributes(name)
+        self._expire(name, record)
         visible, in_flight = self._store.count_messages(name, time.time())
         return dict(record, approximate_number_of_messages=visible,
                     approximate_number_of_messages_not_visible=in_flight)
@@ -116,6 +125,14 @@ class QueueService:
         if not isinstance(name, str) or self._store.get_queue(name) is None:
             raise QueueDoesNotExist(f"The specified queue does not exist: {queue!r}")
         return name
+
+    def _expire(self, name: str, record: dict[str, Any]) -> None:
+        """Deletes messages past the queue's retention period (at most once a second)."""
+        now = time.time()
+        if now - self._expired_at.get(name, 0.0) >= EXPIRY_INTERVAL_S:
+            self._expired_at[name] = now
+            retention = record.get("message_retention_s", C.QUEUE_RETENTION_DEFAULT_S)
+            self._store.expire_messages(name, now - retention)
 
     def _attributes(self, name: str) -> dict[str, Any]:
         record = self._store.get_queue(name)
@@ -159,6 +176,7 @@ class QueueService:
         deadline = time.monotonic() + wait_s
         while True:
             record = self._attributes(name)
+            self._expire(name, record)
             now = time.time()
             timeout = (record["visibility_timeout_s"] if visibility_timeout_s is None
                        else visibility_timeout_s)
@@ -221,6 +239,9 @@ class QueueService:
 
     def depth(self, name: str) -> tuple[int, int]:
         """``(visible, in_flight)`` message counts."""
+        record = self._store.get_queue(name)
+        if record is not None:
+            self._expire(name, record)
         return self._store.count_messages(name, time.time())
 
     def notify(self) -> None:

@@ -26,6 +26,8 @@ _STREAM_NAME = re.compile(rf"^[A-Za-z0-9_.-]{{1,{C.STREAM_NAME_MAX}}}$")
 # Kinesis shards split the 128-bit hash-key space into equal ranges.
 _HASH_SPACE = 1 << 128
 SHARDS_MAX = 64
+# Records past their retention period are deleted at most this often per stream.
+EXPIRY_INTERVAL_S = 1.0
 
 
 def shard_id(shard: int) -> str:
@@ -54,9 +56,12 @@ class StreamService:
         self._arns = arns
         self._arrived = threading.Condition()
         self._closed = False
+        self._expired_at: dict[str, float] = {}
 
-    def create_stream(self, name: str, shards: int = 1) -> str:
-        """Creates a stream of ``shards`` shards; returns its ARN.
+    def create_stream(self, name: str, shards: int = 1,
+                      retention_hours: int = C.STREAM_RETENTION_DEFAULT_H) -> str:
+        """Creates a stream of ``shards`` shards; returns its ARN. Records
+        older than ``retention_hours`` are deleted, read or not.
 
         Raises:
             InvalidParameterValueException: a bad name or shard count.
@@ -69,11 +74,17 @@ class StreamService:
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= SHARDS_MAX:
             raise InvalidParameterValueException(
                 f"shards must be an integer 1-{SHARDS_MAX}, got {shards!r}")
+        if (isinstance(retention_hours, bool) or not isinstance(retention_hours, int)
+                or not C.STREAM_RETENTION_MIN_H <= retention_hours <= C.STREAM_RETENTION_MAX_H):
+            raise InvalidParameterValueException(
+                f"retention_hours must be an integer {C.STREAM_RETENTION_MIN_H}-"
+                f"{C.STREAM_RETENTION_MAX_H}, got {retention_hours!r}")
         if self._store.get_stream(name) is not None:
             raise ResourceConflictException(f"Stream {name} under account "
                                             f"{self._arns.account_id} already exists.")
         arn = self._arns.stream(name)
         self._store.put_stream(name, {"name": name, "arn": arn, "shards": shards,
+                                      "retention_hours": retention_hours,
                                       "created": time.time()})
         return arn
 
@@ -132,6 +143,16 @@ class StreamService:
 
     def read(self, name: str, shard: int, after: int, limit: int, lanes: int = 1,
              lane: int = 0) -> list[StreamRecord]:
+        """Records after sequence ``after`` in one lane of a shard, in order;
+        records past the retention period are gone first (as in Kinesis, a
+        reader behind them moves on to the oldest record left)."""
+        now = time.time()
+        if now - self._expired_at.get(name, 0.0) >= EXPIRY_INTERVAL_S:
+            self._expired_at[name] = now
+            record = self._store.get_stream(name)
+            if record is not None:
+                hours = record.get("retention_hours", C.STREAM_RETENTION_DEFAULT_H)
+                self._store.expire_records(name, now - hours * 3600.0)
         return self._store.read_records(name, shard, after, limit, lanes, lane)
 
     def last_sequence(self, name: str, shard: int) -> int:

@@ -153,6 +153,9 @@ class Store(Protocol):
     def next_visible_at(self, queue: str) -> float | None:
         """When the earliest message becomes visible (None: the queue is empty)."""
 
+    def expire_messages(self, queue: str, sent_before: float) -> int:
+        """Deletes messages sent before ``sent_before`` (retention); returns how many."""
+
     # -- streams -----------------------------------------------------------------------
     def put_stream(self, name: str, record: dict[str, Any]) -> None:
         """Creates a stream."""
@@ -177,7 +180,10 @@ class Store(Protocol):
         ``lane_key % lanes == lane``."""
 
     def last_sequence(self, stream: str, shard: int) -> int:
-        """The newest sequence number in the shard (0: none yet)."""
+        """The newest sequence number in the shard (0: none yet, or all expired)."""
+
+    def expire_records(self, stream: str, arrived_before: float) -> int:
+        """Deletes records that arrived before ``arrived_before`` (retention)."""
 
     # -- asynchronous events ---------------------------------------------------------------
     def add_event(self, event: NewEvent) -> int:

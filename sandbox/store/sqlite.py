@@ -314,6 +314,10 @@ class SQLiteStore:
         rows = self._read("SELECT MIN(visible_at) FROM messages WHERE queue = ?", (queue,))
         return rows[0][0]
 
+    def expire_messages(self, queue: str, sent_before: float) -> int:
+        return self._write("DELETE FROM messages WHERE queue = ? AND sent_at < ?",
+                           (queue, sent_before))
+
     # -- streams -----------------------------------------------------------------------
     def put_stream(self, name: str, record: dict[str, Any]) -> None:
         self._write("INSERT INTO streams (name, record) VALUES (?, ?)",
@@ -358,6 +362,10 @@ class SQLiteStore:
         rows = self._read("SELECT MAX(sequence) FROM stream_records WHERE stream = ?"
                           " AND shard = ?", (stream, shard))
         return int(rows[0][0] or 0)
+
+    def expire_records(self, stream: str, arrived_before: float) -> int:
+        return self._write("DELETE FROM stream_records WHERE stream = ? AND arrived_at < ?",
+                           (stream, arrived_before))
 
     # -- asynchronous events ---------------------------------------------------------------
     def add_event(self, event: NewEvent) -> int:

@@ -43,8 +43,9 @@ DELIVERY_THREADS_MAX = 32
 # spends its time in this process (under the GIL), not waiting for the
 # function: more than FAST_DELIVERIES at once would only take the GIL from
 # the callers whose events are being accepted. Slower functions get up to
-# DELIVERY_THREADS_MAX deliveries at once. Until a first invocation is
-# measured, functions count as slow.
+# DELIVERY_THREADS_MAX deliveries at once. Until invocations are measured
+# they count as fast (a first invocation, which starts an environment, is
+# slow enough to lift the limit at once if its successors are too).
 FAST_INVOKE_S = 0.002
 FAST_DELIVERIES = 2
 INVOKE_TIME_WEIGHT = 0.1
@@ -82,13 +83,13 @@ class AsyncInvoker:
         self._destinations = destinations
         self._notify_queues = notify_queues
         self.retry_base_delay_s = retry_base_delay_s
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int]] = []
         self._in_flight = 0
         self._idle_threads = 0
         self._threads: list[threading.Thread] = []
         self._stopping = False
-        self._invoke_s = 2 * FAST_INVOKE_S  # moving average of invocation wall time
+        self._invoke_s = 0.0  # moving average of invocation wall time
         # The last response of events being retried, for their final record;
         # after a restart an event's record carries no response until it runs again.
         self._last_response: dict[int, tuple[str | None, bytes]] = {}
@@ -206,7 +207,9 @@ class AsyncInvoker:
                                           daemon=True)
                 self._threads.append(thread)
                 thread.start()
-            self._cond.notify()
+            if self._in_flight < self._deliveries_max():
+                # else the next delivery to end wakes a thread: no wake-up in vain
+                self._cond.notify()
 
     # -- delivering ------------------------------------------------------------------------------
     def _work(self) -> None:

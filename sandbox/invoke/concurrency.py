@@ -40,7 +40,7 @@ class ConcurrencyLimiter:
         # Slots each function holds from the unreserved pool, so that a change
         # of reservation while they run releases them to the right pool.
         self._unreserved_held: dict[str, int] = {}
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.Lock())
 
     # -- settings --------------------------------------------------------------------
     def reserved(self, function: str) -> int | None:

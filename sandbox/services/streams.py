@@ -54,7 +54,7 @@ class StreamService:
     def __init__(self, store: Store, arns: Arns) -> None:
         self._store = store
         self._arns = arns
-        self._arrived = threading.Condition()
+        self._arrived = threading.Condition(threading.Lock())
         self._closed = False
         self._expired_at: dict[str, float] = {}
 

@@ -13,6 +13,8 @@ async-accept      rt.invoke(..., invocation_type="Event") in a loop, BATCH event
                   delivery threads run the noop function for the events already accepted.
                   The *-fsync variants use Runtime(fsync_commits=True): an fsync per
                   commit, shared by concurrent callers.
+async-delivered   BATCH events accepted from one thread and delivered to the noop function:
+                  from the first accept until drain() returns (end-to-end events/s).
 mapping-records   records consumed by an event source mapping (noop function): BATCH
                   messages of a queue (batch size 100, 1 s window) or BATCH records of a
                   one-shard stream (batch size 100), from enabling the mapping until
@@ -98,6 +100,18 @@ def test_accept_one_thread_fsync(benchmark: Any, rt_fsync: Runtime) -> None:
 @pytest.mark.benchmark(group="async-accept-fsync")
 def test_accept_sixteen_threads_fsync(benchmark: Any, rt_fsync: Runtime) -> None:
     _accept(benchmark, rt_fsync, 16)
+
+
+@pytest.mark.benchmark(group="async-delivered")
+def test_accept_and_deliver(benchmark: Any, rt: Runtime) -> None:
+    def accept_and_deliver() -> None:
+        for i in range(BATCH):
+            rt.invoke("noop", {"i": i}, invocation_type="Event")
+        assert rt.drain(120)
+
+    benchmark.pedantic(accept_and_deliver, setup=lambda: _drained(rt), rounds=ROUNDS,
+                       iterations=1)
+    _per_second(benchmark, BATCH)
 
 
 @pytest.mark.benchmark(group="mapping-records")

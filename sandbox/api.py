@@ -369,7 +369,7 @@ class Runtime:
     def _open_invocation_models(self, retry_base_delay_s: float) -> None:
         """Services, the concurrency limiter, async delivery and pollers; the
         stored events and enabled mappings resume at once."""
-        self.arns = Arns(self.region, self.account_id)
+        self.arns = Arns(self.region, self.account_id)  # public: ARNs of this region/account
         self._queues = QueueService(self._store, self.arns)
         self._streams = StreamService(self._store, self.arns)
         reserved = {name: int(record["ReservedConcurrentExecutions"]) for name, record

@@ -360,3 +360,12 @@ def test_close_ends_every_delivery_and_poller_thread(tmp_path):
         assert rt.drain(20)
         assert len(ours()) >= 6  # a delivery thread, a queue poller, 2 x 2 stream lanes
     assert ours() == []
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"retry_base_delay_s": 0}, "retry_base_delay_s"),
+    ({"async_payload_max": 0}, "async_payload_max"),
+])
+def test_runtime_options_are_checked(tmp_path, options, match):
+    with pytest.raises(InvalidParameterValueException, match=match):
+        Runtime(tmp_path / "state", **options)

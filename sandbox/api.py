@@ -173,9 +173,12 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+        # Background work stops before functions disappear, so that no delivery
+        # takes a closing Runtime for a deleted function (and drops its event).
+        self._stop_invocation_models()
+        with self._lock:
             functions = list(self._functions.values())
             self._functions.clear()
-        self._stop_invocation_models()
         for function in functions:
             function.pool.close(force=True)
         self._join_invocation_models()

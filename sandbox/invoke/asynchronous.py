@@ -247,6 +247,8 @@ class AsyncInvoker:
         if event is None:
             return
         function = self._lookup(event.function)
+        if function is None and self._stopping:
+            return  # the Runtime is closing: the event stays stored
         if function is None:
             log.warning("async event %s dropped: function %s no longer exists",
                         event.request_id, event.function)
@@ -282,8 +284,11 @@ class AsyncInvoker:
             return
         finally:
             self._limiter.release(event.function)
-        if self._stopping and result.function_error is not None:
-            return  # close() may have killed the environment: not an attempt
+        if self._stopping:
+            # close() may have killed the environment, and destination functions
+            # are going away: the event stays stored and runs again after a restart
+            # (at least once).
+            return
         attempts = event.attempts + 1
         response = (result.function_error, result.raw_payload)
         if result.function_error is None:

@@ -47,6 +47,7 @@ from .services.arns import Arns
 from .services.queues import QueueService
 from .services.streams import StreamService
 from .store import SQLiteStore
+from .store.lock import StateDirLock
 
 log = logging.getLogger("sandbox")
 
@@ -150,6 +151,7 @@ class Runtime:
         self._launcher: Zygote | None = None
         self._launcher_lock = threading.Lock()
         self._closed = False
+        self._state_lock = StateDirLock(self.state_dir)  # one Runtime per state dir
         self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"),
                                   synchronous="FULL" if fsync_commits else "NORMAL")
         self._host = HostLimits(cgroups, isolation, cpu_follows_memory)
@@ -190,6 +192,7 @@ class Runtime:
         for function in functions:
             function.log.close()
         self._store.close()
+        self._state_lock.release()
         if self._owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 

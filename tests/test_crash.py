@@ -21,9 +21,11 @@ import textwrap
 import threading
 import time
 
+import pytest
 from conftest import make_function, take_records
 
 from sandbox import Runtime
+from sandbox.errors import ResourceConflictException
 
 SOURCE = """
 def handler(event, context):
@@ -140,3 +142,20 @@ def test_stream_records_survive_repeated_sigkill_of_their_poller(tmp_path):
     seen = set(seen_file.read_text().split())
     missing = set(records) - seen
     assert not missing, f"{len(missing)} records never reached the function"
+
+
+def test_one_runtime_per_state_dir_and_a_killed_one_frees_it(tmp_path):
+    state = str(tmp_path / "state")
+    with Runtime(state), pytest.raises(ResourceConflictException, match=f"pid {os.getpid()}"):
+        Runtime(state)
+    holder = subprocess.Popen([sys.executable, "-c", MAPPING_CHILD, state, "0"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "ready\n"
+    with pytest.raises(ResourceConflictException, match=f"pid {holder.pid}"):
+        Runtime(state)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(10)
+    holder.stdout.close()
+    with Runtime(state) as rt:
+        assert rt.list_functions() == []

@@ -31,16 +31,25 @@ from .errors import (
     ResourceConflictException,
     ResourceNotFoundException,
     ServiceException,
-    TooManyRequestsException,
 )
 from .functions import FunctionConfig, validate
 from .iam import Authorizer, IamRegistry, Principal
 from .invoke import sync
+from .invoke.asynchronous import AsyncInvoker
+from .invoke.concurrency import ConcurrencyLimiter
+from .invoke.destinations import Destinations
+from .invoke.ids import new_request_id
+from .invoke.mappings import MappingManager
 from .invoke.platform import PlatformService
+from .invoke.pollers import MappingContext
 from .invoke.sync import InvokeResult
 from .limits import HostLimits
 from .logs import FunctionLog
+from .services.arns import Arns
+from .services.queues import QueueService
+from .services.streams import StreamService
 from .store import SQLiteStore
+from .store.lock import StateDirLock
 
 log = logging.getLogger("sandbox")
 
@@ -48,6 +57,9 @@ INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 _UNSET: Any = object()
+# Settings kinds of the store (per function) and the wait for background threads on close.
+CONCURRENCY_KIND = "concurrency"
+INVOCATION_THREADS_JOIN_S = 10.0
 
 
 class _Function:
@@ -88,6 +100,14 @@ class Runtime:
             from a host-wide range (so environments cannot signal or read one
             another, and RLIMIT_NPROC counts each alone); a user name runs
             every environment as that user instead.
+        retry_base_delay_s: asynchronous retries wait this long, then twice
+            as long (Lambda: about 1 and 2 minutes); throttled events and
+            failing stream batches back off from 1/60 of it to 5 times it.
+        async_payload_max: the largest Event payload in bytes.
+        fsync_commits: fsync the database on every commit (SQLite
+            ``synchronous=FULL``), so that acknowledged events also survive
+            an operating-system crash or power loss; by default a commit
+            survives the process being killed, not the machine going down.
     """
 
     def __init__(
@@ -103,6 +123,9 @@ class Runtime:
         isolation: bool = True,
         cpu_follows_memory: bool = True,
         user: str | None = None,
+        retry_base_delay_s: float = C.ASYNC_RETRY_BASE_DELAY_S,
+        async_payload_max: int = C.ASYNC_PAYLOAD_MAX,
+        fsync_commits: bool = False,
     ) -> None:
         if idle_timeout_s <= 0:
             raise InvalidParameterValueException(
@@ -110,6 +133,13 @@ class Runtime:
         if concurrency_limit < 1:
             raise InvalidParameterValueException(
                 f"concurrency_limit must be at least 1, got {concurrency_limit!r}")
+        if retry_base_delay_s <= 0:
+            raise InvalidParameterValueException(
+                f"retry_base_delay_s must be positive, got {retry_base_delay_s!r}")
+        if async_payload_max < 1:
+            raise InvalidParameterValueException(
+                f"async_payload_max must be positive, got {async_payload_max!r}")
+        self.async_payload_max = async_payload_max
         self._owns_state_dir = state_dir is None
         self.state_dir = (tempfile.mkdtemp(prefix="sandbox-") if state_dir is None
                           else os.path.abspath(os.fspath(state_dir)))
@@ -125,11 +155,12 @@ class Runtime:
         self._lock = threading.Lock()
         self._functions: dict[str, _Function] = {}
         self._generation = 0
-        self._in_flight = 0
         self._launcher: Zygote | None = None
         self._launcher_lock = threading.Lock()
         self._closed = False
-        self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"))
+        self._state_lock = StateDirLock(self.state_dir)  # one Runtime per state dir
+        self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"),
+                                  synchronous="FULL" if fsync_commits else "NORMAL")
         self._host = HostLimits(cgroups, isolation, cpu_follows_memory, user)
         self._supervisor = Supervisor()
         # -- permissions (sandbox/iam) --
@@ -139,6 +170,7 @@ class Runtime:
         for record in self._store.list_functions():
             config = FunctionConfig.from_record(record)
             self._functions[config.name] = self._open_function(config)
+        self._open_invocation_models(retry_base_delay_s)
         self._schedule_idle_sweep()
 
     # -- context management -------------------------------------------------------
@@ -154,10 +186,15 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+        # Background work stops before functions disappear, so that no delivery
+        # takes a closing Runtime for a deleted function (and drops its event).
+        self._stop_invocation_models()
+        with self._lock:
             functions = list(self._functions.values())
             self._functions.clear()
         for function in functions:
             function.pool.close(force=True)
+        self._join_invocation_models()
         self._platform.close()
         with self._launcher_lock:
             if self._launcher is not None:
@@ -167,6 +204,7 @@ class Runtime:
         for function in functions:
             function.log.close()
         self._store.close()
+        self._state_lock.release()
         if self._owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
@@ -252,6 +290,9 @@ class Runtime:
             del self._functions[name]
             self._store.delete_function(name)
             self._iam.delete_function_policy(name)
+            self._store.delete_function_settings(None, name)
+            self._limiter.set_reserved(name, None)
+            self._async.forget_function(name)
         function.pool.close()
         function.log.close()
 
@@ -279,8 +320,9 @@ class Runtime:
         """Invokes a function.
 
         ``payload`` is any JSON-compatible value, or ``bytes``/``str`` holding
-        JSON already. Only RequestResponse and DryRun exist so far; DryRun only
-        checks the caller's permission (204 when allowed).
+        JSON already. "Event" returns status 202 once the event is stored
+        durably; "DryRun" only checks the caller's permission (204 when
+        allowed) and runs nothing.
 
         ``caller`` is who invokes: None is the root user of this Runtime's
         account (allowed unless the function's policy denies it); otherwise a
@@ -290,9 +332,11 @@ class Runtime:
         Raises:
             AccessDeniedException: the caller may not invoke the function.
             ResourceNotFoundException: no such function (or qualifier).
-            RequestTooLargeException: the JSON payload is over 6 MB.
+            RequestTooLargeException: the JSON payload is over 6 MB (1 MiB,
+                ``async_payload_max``, for Event).
             InvalidRequestContentException: bytes/str payload is not JSON.
-            TooManyRequestsException: the concurrency limit is reached.
+            TooManyRequestsException: a synchronous invoke found the Runtime's
+                limit or the function's reserved concurrency reached.
         """
         function = self._get(name)
         if qualifier not in (None, C.LATEST_VERSION):
@@ -312,22 +356,20 @@ class Runtime:
         if invocation_type == "DryRun":
             return InvokeResult(204, b"", None, "", None, request_id, executed_version=None)
         if invocation_type == "Event":
-            raise InvalidParameterValueException(
-                "invocation_type 'Event' (asynchronous invoke) is not implemented yet")
-        with self._lock:
-            if self._in_flight >= self.concurrency_limit:
-                raise TooManyRequestsException(
-                    f"Rate Exceeded. Concurrent executions would exceed the limit of "
-                    f"{self.concurrency_limit}")
-            self._in_flight += 1
+            if len(body) > self.async_payload_max:
+                raise RequestTooLargeException(
+                    f"Request must be smaller than {self.async_payload_max} bytes for the "
+                    f"InvokeFunction operation with an Event invocation (got {len(body)})")
+            self._async.accept(name, request_id, body)
+            return InvokeResult(202, b"", None, "", None, request_id, executed_version=None)
+        self._limiter.acquire_or_throttle(name)
         try:
             return sync.invoke(function.pool, function.log, request_id, body, function.arn,
                                dict(client_context) if client_context else None,
                                platform=self._platform.handler(name, function.arn,
                                                                function.config.role))
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._limiter.release(name)
 
     # -- permissions (sandbox/iam) ----------------------------------------------------
     def _authorize_invoke(self, caller: Principal | str | None, name: str,
@@ -450,6 +492,176 @@ class Runtime:
         function = self._get(name)
         return {"idle": function.pool.idle_count, "busy": function.pool.busy}
 
+    # -- invocation models: asynchronous invoke, queues, streams, mappings (issue 4) --------
+    # (thin delegation to sandbox/invoke/ and sandbox/services/)
+    def _open_invocation_models(self, retry_base_delay_s: float) -> None:
+        """Services, the concurrency limiter, async delivery and pollers; the
+        stored events and enabled mappings resume at once."""
+        self.arns = Arns(self.region, self.account_id)  # public: ARNs of this region/account
+        self._queues = QueueService(self._store, self.arns)
+        self._streams = StreamService(self._store, self.arns)
+        reserved = {name: int(record["ReservedConcurrentExecutions"]) for name, record
+                    in self._store.list_function_settings(CONCURRENCY_KIND).items()}
+        self._limiter = ConcurrencyLimiter(self.concurrency_limit, reserved)
+        destinations = Destinations(self.arns, self._queues,
+                                    lambda name: name in self._functions)
+        self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._functions.get,
+                                   destinations, self._queues.notify, retry_base_delay_s)
+        self._mappings = MappingManager(MappingContext(
+            self._store, self.arns, self._queues, self._streams, self._limiter,
+            self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s))
+
+    def create_queue(self, name: str, visibility_timeout_s: int = 30,
+                     max_receive_count: int | None = None,
+                     dead_letter_queue: str | None = None,
+                     message_retention_s: int = C.QUEUE_RETENTION_DEFAULT_S) -> str:
+        """Creates a queue with SQS semantics; returns its ARN. A redrive
+        policy moves a message to ``dead_letter_queue`` (name or ARN) after
+        ``max_receive_count`` receives; messages are kept ``message_retention_s``."""
+        return self._queues.create_queue(name, visibility_timeout_s, max_receive_count,
+                                         dead_letter_queue, message_retention_s)
+
+    def delete_queue(self, queue: str) -> None:
+        self._queues.delete_queue(queue)
+
+    def get_queue(self, queue: str) -> dict[str, Any]:
+        """A queue's attributes and approximate message counts."""
+        return self._queues.get_queue(queue)
+
+    def list_queues(self) -> list[str]:
+        return self._queues.list_queues()
+
+    def send_message(self, queue: str, body: str,
+                     attributes: Mapping[str, Any] | None = None) -> str:
+        """Sends a message (``attributes``: SQS message attributes, a str
+        value meaning a String one); returns its id once durable."""
+        return self._queues.send_message(queue, body, attributes)
+
+    def receive_messages(self, queue: str, max_messages: int = 10, wait_s: float = 0,
+                         visibility_timeout_s: int | None = None) -> list[dict[str, Any]]:
+        """SQS ReceiveMessage: dicts with message_id, receipt_handle, body,
+        md5_of_body, attributes (ApproximateReceiveCount, ...) and message_attributes."""
+        return self._queues.receive_messages(queue, max_messages, wait_s, visibility_timeout_s)
+
+    def delete_message(self, queue: str, receipt_handle: str) -> None:
+        self._queues.delete_message(queue, receipt_handle)
+
+    def create_stream(self, name: str, shards: int = 1,
+                      retention_hours: int = C.STREAM_RETENTION_DEFAULT_H) -> str:
+        """Creates a stream with Kinesis semantics; returns its ARN."""
+        return self._streams.create_stream(name, shards, retention_hours)
+
+    def delete_stream(self, stream: str) -> None:
+        self._streams.delete_stream(stream)
+
+    def put_record(self, stream: str, data: bytes | str, partition_key: str) -> str:
+        """Appends a record to the shard of ``partition_key``; returns its
+        sequence number once durable."""
+        return self._streams.put_record(stream, data, partition_key)
+
+    def put_function_event_invoke_config(
+            self, name: str, maximum_retry_attempts: int | None = None,
+            maximum_event_age_s: int | None = None, on_success: str | None = None,
+            on_failure: str | None = None) -> dict[str, Any]:
+        """Asynchronous invoke settings (replacing any earlier ones);
+        destinations are queue or function ARNs. Returns Lambda's shape."""
+        return self._async.put_config(name, self._get(name).arn, maximum_retry_attempts,
+                                      maximum_event_age_s, on_success, on_failure)
+
+    def get_function_event_invoke_config(self, name: str) -> dict[str, Any]:
+        return self._async.get_config(name, self._get(name).arn)
+
+    def delete_function_event_invoke_config(self, name: str) -> None:
+        self._async.delete_config(name, self._get(name).arn)
+
+    def put_function_dead_letter_config(self, name: str, target_arn: str | None) -> None:
+        """The function's DeadLetterConfig: failed Event invokes' bare events
+        go to this queue (None removes it)."""
+        self._get(name)
+        self._async.put_dead_letter(name, target_arn)
+
+    def get_function_dead_letter_config(self, name: str) -> dict[str, Any]:
+        self._get(name)
+        target = self._async.get_dead_letter(name)
+        return {"TargetArn": target} if target else {}
+
+    def put_function_concurrency(self, name: str,
+                                 reserved_concurrent_executions: int) -> dict[str, Any]:
+        """Reserves concurrency for a function (0 stops it from running)."""
+        self._get(name)
+        self._limiter.set_reserved(name, reserved_concurrent_executions)
+        record = {"ReservedConcurrentExecutions": reserved_concurrent_executions}
+        self._store.put_function_settings(CONCURRENCY_KIND, name, record)
+        return record
+
+    def get_function_concurrency(self, name: str) -> dict[str, Any]:
+        self._get(name)
+        return self._store.get_function_settings(CONCURRENCY_KIND, name) or {}
+
+    def delete_function_concurrency(self, name: str) -> None:
+        self._get(name)
+        self._limiter.set_reserved(name, None)
+        self._store.delete_function_settings(CONCURRENCY_KIND, name)
+
+    def create_event_source_mapping(
+            self, function: str, event_source_arn: str, *, batch_size: int | None = None,
+            maximum_batching_window_s: int | None = None,
+            function_response_types: tuple[str, ...] | list[str] = (),
+            starting_position: str | None = None,
+            bisect_batch_on_function_error: bool | None = None,
+            maximum_retry_attempts: int | None = None, maximum_record_age_s: int | None = None,
+            on_failure: str | None = None, parallelization_factor: int | None = None,
+            enabled: bool = True) -> str:
+        """Polls a queue or stream and invokes ``function`` with batches;
+        returns the mapping's UUID. Options left None take Lambda's default
+        for the source; stream-only options are refused for queues."""
+        return self._mappings.create(
+            function, event_source_arn, batch_size=batch_size,
+            maximum_batching_window_s=maximum_batching_window_s,
+            function_response_types=function_response_types,
+            starting_position=starting_position,
+            bisect_batch_on_function_error=bisect_batch_on_function_error,
+            maximum_retry_attempts=maximum_retry_attempts,
+            maximum_record_age_s=maximum_record_age_s, on_failure=on_failure,
+            parallelization_factor=parallelization_factor, enabled=enabled)
+
+    def get_event_source_mapping(self, uuid: str) -> dict[str, Any]:
+        return self._mappings.get(uuid)
+
+    def list_event_source_mappings(self, function: str | None = None,
+                                   event_source_arn: str | None = None) -> list[dict[str, Any]]:
+        return self._mappings.list(function, event_source_arn)
+
+    def update_event_source_mapping(self, uuid: str, **changes: Any) -> dict[str, Any]:
+        return self._mappings.update(uuid, **changes)
+
+    def delete_event_source_mapping(self, uuid: str) -> dict[str, Any]:
+        """Stops the mapping (its batch in flight finishes first) and removes it."""
+        return self._mappings.delete(uuid)
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Waits until no asynchronous event is stored or being delivered and
+        every enabled mapping has nothing to read and no batch in flight;
+        returns whether that happened within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not (self._async.idle() and self._mappings.idle()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _stop_invocation_models(self) -> None:
+        self._mappings.stop()
+        self._async.stop()
+        self._queues.close()
+        self._streams.close()
+        self._limiter.wake()
+
+    def _join_invocation_models(self) -> None:
+        self._mappings.join(INVOCATION_THREADS_JOIN_S)
+        self._async.join(INVOCATION_THREADS_JOIN_S)
+    # -- end of invocation models (issue 4) -------------------------------------------------
+
     # -- internals -----------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
@@ -522,12 +734,6 @@ class Runtime:
                 self._supervisor.call_later(period, sweep)
 
         self._supervisor.call_later(period, sweep)
-
-
-def new_request_id() -> str:
-    """A random (version 4) UUID string; cheaper than str(uuid.uuid4())."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def _encode_payload(payload: Any) -> bytes:

@@ -69,3 +69,78 @@ STREAM_MAPPING_ACTIONS = ("kinesis:DescribeStream", "kinesis:DescribeStreamSumma
                           "kinesis:ListShards", "kinesis:SubscribeToShard")
 DESTINATION_ACTIONS = {"sqs": "sqs:SendMessage", "sns": "sns:Publish",
                        "lambda": "lambda:InvokeFunction", "events": "events:PutEvents"}
+# -- invocation models (asynchronous invoke, event source mappings, concurrency) --
+# Invoke API: an Event invoke's payload may be up to 1 MB (raised from 256 KB).
+ASYNC_PAYLOAD_MAX = 1024 * 1024
+# "Configuring error handling for asynchronous invocation": MaximumRetryAttempts
+# 0-2 (default 2), MaximumEventAgeInSeconds 60-21600 (default 6 hours).
+ASYNC_RETRY_ATTEMPTS_MIN = 0
+ASYNC_RETRY_ATTEMPTS_MAX = 2
+ASYNC_RETRY_ATTEMPTS_DEFAULT = 2
+ASYNC_EVENT_AGE_MIN_S = 60
+ASYNC_EVENT_AGE_MAX_S = 21_600
+ASYNC_EVENT_AGE_DEFAULT_S = 21_600
+# "How Lambda handles errors and retries with asynchronous invocation": one
+# minute before the first retry, two before the second (base x attempt).
+ASYNC_RETRY_BASE_DELAY_S = 60.0
+# Same page: throttled events return to the queue; the retry interval grows
+# exponentially from 1 second to at most 5 minutes. Both scale with the
+# Runtime's retry base delay (1 s and 300 s at the default 60 s).
+THROTTLE_FIRST_DELAY_FRACTION = 1.0 / 60.0
+THROTTLE_MAX_DELAY_FRACTION = 5.0
+# Destination record conditions (invocation records of asynchronous invokes).
+CONDITION_SUCCESS = "Success"
+CONDITION_RETRIES_EXHAUSTED = "RetriesExhausted"
+CONDITION_EVENT_AGE_EXCEEDED = "EventAgeExceeded"
+CONDITION_ZERO_RESERVED_CONCURRENCY = "ZeroReservedConcurrency"
+# Stream event source mappings' on-failure record conditions.
+CONDITION_RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
+CONDITION_RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
+DESTINATION_RECORD_VERSION = "1.0"
+
+# Concurrency ("Lambda function scaling"): reserving concurrency must leave
+# at least 100 unreserved executions in the account. A local Runtime's limit
+# may be far below 1,000, so the floor here is min(100, limit // 10).
+UNRESERVED_CONCURRENCY_MIN = 100
+# TooManyRequestsException reasons of the Invoke API.
+REASON_ACCOUNT_LIMIT = "ConcurrentInvocationLimitExceeded"
+REASON_RESERVED_LIMIT = "ReservedFunctionConcurrentInvocationLimitExceeded"
+THROTTLE_MESSAGE = "Rate Exceeded."
+
+# Event source mappings (CreateEventSourceMapping API reference).
+BATCH_SIZE_MIN = 1
+BATCH_SIZE_MAX = 10_000
+QUEUE_BATCH_SIZE_DEFAULT = 10
+STREAM_BATCH_SIZE_DEFAULT = 100
+# SQS: a batch larger than 10 requires a batching window of at least 1 s.
+QUEUE_BATCH_SIZE_WITHOUT_WINDOW_MAX = 10
+BATCHING_WINDOW_MAX_S = 300
+STREAM_RETRY_ATTEMPTS_MAX = 10_000
+STREAM_RECORD_AGE_MIN_S = 60
+STREAM_RECORD_AGE_MAX_S = 604_800
+PARALLELIZATION_FACTOR_MAX = 10
+STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST")
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+
+# SQS: message bodies up to 1 MiB (raised from 256 KiB); visibility timeout
+# 0-12 hours (default 30 s); maxReceiveCount 1-1000; long polls up to 20 s;
+# at most 10 messages per ReceiveMessage call.
+QUEUE_MESSAGE_MAX = 1024 * 1024
+QUEUE_VISIBILITY_TIMEOUT_DEFAULT_S = 30
+QUEUE_VISIBILITY_TIMEOUT_MAX_S = 43_200
+QUEUE_MAX_RECEIVE_COUNT_MAX = 1000
+QUEUE_WAIT_MAX_S = 20
+QUEUE_RECEIVE_MAX = 10
+QUEUE_NAME_MAX = 80
+# SQS MessageRetentionPeriod: 60 s to 14 days, default 4 days.
+QUEUE_RETENTION_MIN_S = 60
+QUEUE_RETENTION_MAX_S = 1_209_600
+QUEUE_RETENTION_DEFAULT_S = 345_600
+# Kinesis: a record's data blob is at most 1 MiB; partition keys 1-256 chars.
+STREAM_RECORD_MAX = 1024 * 1024
+PARTITION_KEY_MAX = 256
+STREAM_NAME_MAX = 128
+# Kinesis retention period: 24 hours (default) to 365 days.
+STREAM_RETENTION_MIN_H = 24
+STREAM_RETENTION_MAX_H = 8760
+STREAM_RETENTION_DEFAULT_H = 24

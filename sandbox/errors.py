@@ -134,3 +134,19 @@ def _all_subclasses(cls: type[SandboxError]) -> list[type[SandboxError]]:
         found.append(sub)
         found.extend(_all_subclasses(sub))
     return found
+class QueueDoesNotExist(ResourceNotFoundException):
+    """SQS: the named queue does not exist."""
+
+    code = "AWS.SimpleQueueService.NonExistentQueue"
+
+
+class QueueNameExists(ResourceConflictException):
+    """SQS: a queue of this name exists with other attributes."""
+
+    code = "QueueAlreadyExists"
+
+
+class ReceiptHandleIsInvalid(InvalidParameterValueException):
+    """SQS: the receipt handle was not issued by this queue."""
+
+    code = "ReceiptHandleIsInvalid"

@@ -172,3 +172,22 @@ def environment_tree(result: Any) -> set[int]:
     """
     pid = result.report["pid"]
     return {pid} | descendants(pid)
+# -- invocation models ---------------------------------------------------------------
+def take_messages(rt: Runtime, queue: str, count: int, timeout: float = 20.0) -> list[dict]:
+    """Receives and deletes messages from ``queue`` until ``count`` arrived
+    (fewer if ``timeout`` passes first); returns them in arrival order."""
+    deadline = time.monotonic() + timeout
+    taken: list[dict] = []
+    while len(taken) < count and time.monotonic() < deadline:
+        wait = min(max(deadline - time.monotonic(), 0.0), 1.0)
+        for message in rt.receive_messages(queue, min(10, count - len(taken)), wait_s=wait):
+            rt.delete_message(queue, message["receipt_handle"])
+            taken.append(message)
+    return taken
+
+
+def take_records(rt: Runtime, queue: str, count: int, timeout: float = 20.0) -> list[dict]:
+    """``take_messages`` with each body parsed as JSON (destination records)."""
+    import json
+
+    return [json.loads(m["body"]) for m in take_messages(rt, queue, count, timeout)]

@@ -275,6 +275,7 @@ class Runtime:
         client_context: Mapping[str, Any] | None = None,
         qualifier: str | None = None,
         caller: Principal | str | None = None,
+        request_context: Mapping[str, Any] | None = None,
     ) -> InvokeResult:
         """Invokes a function.
 
@@ -286,6 +287,8 @@ class Runtime:
         account (allowed unless the function's policy denies it); otherwise a
         user or role ARN, an account id, or a :class:`sandbox.iam.Principal`
         such as ``sandbox.iam.service("s3.amazonaws.com", source_arn=...)``.
+        ``request_context`` adds condition keys the transport knows (the HTTP
+        API: ``aws:SourceIp``, ``aws:SecureTransport``).
 
         Raises:
             AccessDeniedException: the caller may not invoke the function.
@@ -302,7 +305,7 @@ class Runtime:
             raise InvalidParameterValueException(
                 f"invocation_type must be one of {', '.join(INVOCATION_TYPES)}, "
                 f"got {invocation_type!r}")
-        self._authorizer.authorize_invoke(caller, name, function.arn)
+        self._authorizer.authorize_invoke(caller, name, function.arn, request_context)
         body = _encode_payload(payload)
         if len(body) > C.SYNC_PAYLOAD_MAX:
             raise RequestTooLargeException(

@@ -141,6 +141,27 @@ class Runtime:
             self._functions[config.name] = self._open_function(config)
         self._schedule_idle_sweep()
 
+    # -- templates (sandbox/sam) ----------------------------------------------------
+    @classmethod
+    def from_template(cls, path: str | os.PathLike[str],
+                      parameters: Mapping[str, str] | None = None, **options: Any) -> Runtime:
+        """A Runtime (``options`` as for the constructor) with the functions
+        and roles of a SAM template (see :mod:`sandbox.sam`); unsupported
+        properties are named in ``sandbox.sam.TemplateWarning`` warnings.
+
+        Raises:
+            InvalidParameterValueException: naming the resource and property at fault.
+        """
+        from .sam import apply_template
+
+        runtime = cls(**options)
+        try:
+            apply_template(runtime, path, parameters)
+        except BaseException:
+            runtime.close()
+            raise
+        return runtime
+
     # -- context management -------------------------------------------------------
     def __enter__(self) -> Runtime:
         return self

@@ -1,4 +1,5 @@
-"""The ``sandbox`` command. So far: ``sandbox doctor``."""
+"""The ``sandbox`` command: ``doctor``; ``serve``, ``invoke``, ``functions``, ``logs``,
+``roles`` (sandbox/commands)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         "doctor", help="what this host enforces for every environment, and why not")
     doctor_parser.add_argument("--output", choices=("text", "json"), default="text")
     doctor_parser.set_defaults(run=doctor)
+    # -- interfaces (sandbox/commands): serve, invoke, functions, logs, roles --
+    from .commands import register as register_interfaces
+
+    register_interfaces(commands)
+    # -- end interfaces --
     args = parser.parse_args(argv)
     return int(args.run(args))
 

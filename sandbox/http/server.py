@@ -220,10 +220,10 @@ def serve_forever(server: LambdaServer, ready: Callable[[LambdaServer], None] | 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        await server.start()
-        if ready is not None:
-            ready(server)
         try:
+            await server.start()
+            if ready is not None:
+                ready(server)
             await stopping.wait()
             log.info("shutting down: finishing requests in flight")
         finally:

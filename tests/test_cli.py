@@ -215,3 +215,21 @@ def test_serve_with_a_template(tmp_path: Path) -> None:
     assert "unsupported properties ignored: Tracing" in process.stderr.read()
 
 
+
+
+def test_logs_follow_prints_new_invocations(tmp_path: Path) -> None:
+    log = tmp_path / "state" / "logs" / "fn.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("START RequestId: one Version: $LATEST\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "logs", "fn", "--follow", "--state-dir",
+         str(tmp_path / "state")], stdout=subprocess.PIPE, text=True, env=environ(tmp_path))
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "START RequestId: one Version: $LATEST\n"
+        with log.open("a") as file:
+            file.write("START RequestId: two Version: $LATEST\n")
+        assert process.stdout.readline() == "START RequestId: two Version: $LATEST\n"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0

@@ -251,6 +251,29 @@ def test_permissions_and_an_authenticated_caller(served: Any, lam: Any) -> None:
     assert "lambda:ListFunctions" in caught.value.response["Error"]["Message"]
 
 
+def test_transport_condition_keys_reach_the_policy(served: Any, lam: Any, echo: str) -> None:
+    runtime = served.server.runtime
+    bob = client(served.url, "bob", "bob")
+
+    def allow_when(condition: dict[str, Any]) -> None:
+        runtime.put_user_policies(BOB, [{"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*",
+            "Condition": condition}]}])
+
+    try:
+        allow_when({"IpAddress": {"aws:SourceIp": "127.0.0.0/8"},
+                    "Bool": {"aws:SecureTransport": "false"}})
+        assert bob.invoke(FunctionName=echo)["StatusCode"] == 200
+        allow_when({"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}})
+        with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+            bob.invoke(FunctionName=echo)
+        allow_when({"Bool": {"aws:SecureTransport": "true"}})
+        with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+            bob.invoke(FunctionName=echo)
+    finally:
+        runtime.put_user_policies(BOB, [])
+
+
 def test_unknown_role_is_created_without_permissions(served: Any, lam: Any) -> None:
     role = "arn:aws:iam::000000000000:role/made-up"
     lam.create_function(FunctionName="with-role", Runtime="python3.11", Role=role,

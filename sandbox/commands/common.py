@@ -90,7 +90,13 @@ class Lambda:
 
     @property
     def runtime(self) -> Any:
+        """The in-process Runtime (``--local``), else None."""
         return self._runtime
+
+    @property
+    def client(self) -> Any:
+        """boto3's Lambda client for the server, else None (``--local``)."""
+        return self._client
 
     def call(self, operation: str, **params: Any) -> Any:
         """A Lambda operation by its boto3 name (``list_functions``, ...)."""

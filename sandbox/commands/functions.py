@@ -84,7 +84,7 @@ def _all_functions(api: Lambda) -> list[dict[str, Any]]:
     if api.local:
         return list(api.runtime.list_functions())
     functions: list[dict[str, Any]] = []
-    for page in api._client.get_paginator("list_functions").paginate():
+    for page in api.client.get_paginator("list_functions").paginate():
         functions.extend(page["Functions"])
     return functions
 

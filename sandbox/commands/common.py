@@ -155,6 +155,19 @@ def run_command(body: Callable[[], int]) -> int:
                     "`sandbox serve`, or use --local)", EXIT_UNREACHABLE)
 
 
+@contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner on a terminal's stderr while long work runs; nothing when
+    stderr is not a terminal (scripts, pipes)."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
+
+
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 

@@ -16,6 +16,7 @@ from .common import (
     lambda_api,
     print_json,
     print_table,
+    progress,
     run_command,
     strip_metadata,
 )
@@ -116,7 +117,7 @@ def create_function(args: argparse.Namespace) -> int:
         return fail(f"--code must be a directory or a .zip file, got {args.code!r}", EXIT_USAGE)
 
     def body() -> int:
-        with lambda_api(args) as api:
+        with lambda_api(args) as api, progress(f"creating {args.name}"):
             if api.local:
                 code = code_path
                 if code_path.endswith(".zip"):

@@ -15,6 +15,7 @@ from .common import (
     fail,
     lambda_api,
     print_json,
+    progress,
     run_command,
 )
 
@@ -63,7 +64,7 @@ def invoke(args: argparse.Namespace) -> int:
         client_context = base64.b64encode(args.client_context.encode()).decode()
 
     def body() -> int:
-        with lambda_api(args) as api:
+        with lambda_api(args) as api, progress(f"invoking {args.name}"):
             reply = api.invoke(args.name, payload, args.invocation_type,
                                args.log_type == "Tail", client_context)
         if args.output == "json":

@@ -45,6 +45,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="concurrent executions across functions (default 1000)")
     parser.add_argument("--idle-timeout", type=float, default=300.0,
                         help="seconds before an idle environment shuts down (default 300)")
+    parser.add_argument("--shutdown-timeout", type=float, default=C.TIMEOUT_S_MAX,
+                        help="seconds SIGTERM waits for requests in flight (default "
+                             f"{C.TIMEOUT_S_MAX:g}: the longest function timeout)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(run=serve)
@@ -98,7 +101,8 @@ def serve(args: argparse.Namespace) -> int:
             for arn in ensure_identities(credentials, runtime.create_user):
                 logging.getLogger("sandbox.http").info("created IAM user %s", arn)
         server = LambdaServer(runtime, args.host, args.port, credentials=credentials,
-                              strict_roles=args.strict_roles, owns_runtime=True)
+                              strict_roles=args.strict_roles, owns_runtime=True,
+                              shutdown_timeout_s=args.shutdown_timeout)
     except BaseException as exc:
         runtime.close()
         if isinstance(exc, SandboxError):

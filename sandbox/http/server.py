@@ -73,13 +73,15 @@ class LambdaServer:
         strict_roles: refuse CreateFunction with an undefined Role (Lambda's
             behaviour) instead of creating a role without permissions.
         owns_runtime: close the Runtime on stop.
-        shutdown_timeout_s: how long stop() waits for requests in flight.
+        shutdown_timeout_s: how long stop() waits for requests in flight to be
+            answered (default: Lambda's longest function timeout, so every
+            invocation in flight gets its reply).
     """
 
     def __init__(self, runtime: Any, host: str = C.DEFAULT_HTTP_HOST,
                  port: int = C.DEFAULT_HTTP_PORT, *, credentials: CredentialStore | None,
                  strict_roles: bool = False, owns_runtime: bool = False,
-                 shutdown_timeout_s: float = 60.0) -> None:
+                 shutdown_timeout_s: float = C.TIMEOUT_S_MAX) -> None:
         self.runtime = runtime
         self.host = host
         self.port = port

@@ -84,6 +84,13 @@ Resources:
       Handler: index.handler
       Role: !GetAtt WorkerRole.Arn
       ReservedConcurrentExecutions: 2
+      EventInvokeConfig:
+        MaximumRetryAttempts: 1
+        MaximumEventAgeInSeconds: 600
+        DestinationConfig:
+          OnFailure:
+            Type: SQS
+            Destination: !GetAtt Orders.Arn
       Timeout: 2
       InlineCode: |
         def handler(event, context):
@@ -230,3 +237,40 @@ def test_serve_template_reaches_boto3(template: Path) -> None:
         rt.close()
 
 
+
+
+def test_asynchronous_properties_become_lambda_requests(template: Path) -> None:
+    queue = "arn:aws:sqs:us-east-1:000000000000:Orders"
+    with Runtime() as rt, pytest.warns(TemplateWarning):
+        result = apply_template(rt, template)
+    assert sorted(result.requests, key=lambda r: r[0]) == [
+        ("CreateEventSourceMapping", {"FunctionName": "hello-dev", "EventSourceArn": queue,
+                                      "BatchSize": 10}),
+        ("PutFunctionConcurrency", {"FunctionName": "Worker",
+                                    "ReservedConcurrentExecutions": 2}),
+        ("PutFunctionEventInvokeConfig", {
+            "FunctionName": "Worker", "MaximumRetryAttempts": 1,
+            "MaximumEventAgeInSeconds": 600,
+            "DestinationConfig": {"OnFailure": {"Destination": queue}}}),
+    ]
+
+
+def test_event_translation_warns_about_what_it_drops() -> None:
+    from sandbox.sam.events import event_requests
+
+    requests, warnings = event_requests("F", "f", {
+        "Api": {"Type": "Api", "Properties": {"Path": "/"}},
+        "NoQueue": {"Type": "SQS", "Properties": {}},
+        "NoPosition": {"Type": "Kinesis", "Properties": {"Stream": "arn:s"}},
+        "Stream": {"Type": "Kinesis", "Properties": {
+            "Stream": "arn:s", "StartingPosition": "LATEST", "BisectBatchOnFunctionError": True,
+            "Odd": 1}}})
+    assert requests == [("CreateEventSourceMapping", {
+        "FunctionName": "f", "EventSourceArn": "arn:s", "StartingPosition": "LATEST",
+        "BisectBatchOnFunctionError": True})]
+    assert warnings == [
+        "function F: event Api of type Api is not supported (only SQS and Kinesis) and was "
+        "ignored",
+        "function F: event NoQueue needs Queue (an ARN) and was ignored",
+        "function F: event NoPosition needs StartingPosition (Kinesis) and was ignored",
+        "function F: event Stream: unsupported properties ignored: Odd"]

@@ -13,8 +13,10 @@ Everything else present is named in a :class:`TemplateWarning`, never
 dropped silently. The properties that need the asynchronous invocation
 model (``ReservedConcurrentExecutions``, ``EventInvokeConfig``, ``Events`` of
 type SQS/Kinesis, queue and stream resources) are in :data:`PENDING_PROPERTIES`
-and :data:`PENDING_RESOURCES`: each names the feature it waits for, and is
-applied by one handler here once that feature exists.
+and :data:`PENDING_RESOURCES`, each warned about with the feature it waits
+for; the properties are translated into Lambda API requests
+(``TemplateResult.requests``, :mod:`.events`) that the Runtime applies once
+it has those operations.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from .. import constants as C
 from ..errors import EntityAlreadyExistsException, InvalidParameterValueException
+from .events import concurrency_request, event_requests, invoke_config_request
 from .loader import read_template
 
 FUNCTION = "AWS::Serverless::Function"
@@ -66,6 +69,9 @@ class TemplateResult:
     functions: dict[str, str] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Lambda API requests (operation, parameters) for the asynchronous-model
+    # properties, not applied until the Runtime has those operations (issue 4).
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class _Template:
@@ -266,6 +272,25 @@ class _Template:
         else:
             self.runtime.create_function(name, **config)
         self.result.functions[logical] = name
+        self._pending_requests(logical, name, props)
+
+    def _pending_requests(self, logical: str, name: str, props: Mapping[str, Any]) -> None:
+        """The asynchronous-model properties as Lambda API requests (recorded,
+        not applied in this build)."""
+        requests: list[tuple[str, dict[str, Any]]] = []
+        notes: list[str] = []
+        if "Events" in props:
+            found, notes = event_requests(logical, name, props["Events"])
+            requests += found
+        if "EventInvokeConfig" in props:
+            found, more = invoke_config_request(logical, name, props["EventInvokeConfig"])
+            requests += found
+            notes += more
+        if "ReservedConcurrentExecutions" in props:
+            requests += concurrency_request(name, props["ReservedConcurrentExecutions"])
+        for note in notes:
+            self.warn(note)
+        self.result.requests += requests
 
     def _code(self, logical: str, name: str, props: Mapping[str, Any]) -> str:
         inline = props.get("InlineCode")

@@ -42,6 +42,6 @@ def serve(runtime: Any, extra: dict[str, str] | None = None, **options: Any) -> 
     for key, principal in (extra or {}).items():
         pairs[key] = Credential(key, SecretKey(key), principal)
     credentials = CredentialStore(pairs)
-    ensure_identities(credentials, runtime.create_user)
+    ensure_identities(credentials, runtime)
     return ServerThread(LambdaServer(runtime, port=0, credentials=credentials,
                                      **options)).start()

@@ -450,6 +450,8 @@ def test_stop_finishes_requests_in_flight(tmp_path: Any) -> None:
         url = server.url
         server.stop()
         invoker.join()
+        prefix = server.server.thread_name_prefix
+        assert [t.name for t in threading.enumerate() if t.name.startswith(prefix)] == []
         assert replies[0]["StatusCode"] == 200 and payload(replies[0])["met"]
         with pytest.raises(botocore.exceptions.EndpointConnectionError):
             client(url).list_functions()

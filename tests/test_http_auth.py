@@ -173,3 +173,23 @@ def test_zip_size_quotas(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(deployment, "ZIP_UPLOAD_MAX", 10)
     with pytest.raises(RequestTooLargeException):
         deployment.resolve_code({"ZipFile": zip_of({"app.py": "x = 1"})}, str(tmp_path))
+
+
+def test_a_profile_naming_an_undefined_role_is_refused_at_start(tmp_path: Any) -> None:
+    from sandbox import Runtime
+    from sandbox.http import CredentialStore
+    from sandbox.http.credentials import ensure_identities
+
+    path = tmp_path / "credentials"
+    path.write_text("[ops]\naws_access_key_id = K\naws_secret_access_key = s\n"
+                    "principal = arn:aws:iam::000000000000:role/ops\n"
+                    "[bob]\naws_access_key_id = B\naws_secret_access_key = b\n")
+    store = CredentialStore(read_credentials_file(path, "000000000000"))
+    with Runtime() as rt:
+        with pytest.raises(InvalidParameterValueException, match="role/ops, which is not"):
+            ensure_identities(store, rt)
+        rt.create_role("ops", {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole"}]})
+        assert ensure_identities(store, rt) == ["arn:aws:iam::000000000000:user/bob"]
+        assert ensure_identities(store, rt) == []

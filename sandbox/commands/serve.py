@@ -98,7 +98,7 @@ def serve(args: argparse.Namespace) -> int:
             if args.credentials:
                 pairs.update(read_credentials_file(args.credentials, runtime.account_id))
             credentials = CredentialStore(pairs)
-            for arn in ensure_identities(credentials, runtime.create_user):
+            for arn in ensure_identities(credentials, runtime):
                 logging.getLogger("sandbox.http").info("created IAM user %s", arn)
         server = LambdaServer(runtime, args.host, args.port, credentials=credentials,
                               strict_roles=args.strict_roles, owns_runtime=True,

@@ -21,8 +21,9 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..constants import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from ..errors import EntityAlreadyExistsException, InvalidParameterValueException
@@ -106,20 +107,30 @@ def read_credentials_file(path: str | os.PathLike[str], account_id: str) -> dict
     return found
 
 
-def ensure_identities(credentials: CredentialStore,
-                      create_user: Callable[[str, None, str], str]) -> list[str]:
-    """Creates the IAM users named by credentials that do not exist yet.
+def ensure_identities(credentials: CredentialStore, runtime: Any) -> list[str]:
+    """Creates the IAM users named by credentials that do not exist yet, and
+    checks that the roles named exist.
 
-    ``create_user`` is ``Runtime.create_user``. Returns the ARNs created.
+    Returns:
+        The ARNs of the users created.
+    Raises:
+        InvalidParameterValueException: a profile names a role that is not defined.
     """
     created = []
     for credential in credentials:
+        role = _ROLE_ARN.match(credential.principal)
+        if role is not None and runtime._authorizer.registry.find_role(
+                credential.principal) is None:
+            raise InvalidParameterValueException(
+                f"access key {credential.access_key} stands for role {credential.principal}, "
+                "which is not defined (define it with `sandbox roles create`, a template or "
+                "Runtime.create_role)")
         match = _USER_ARN.match(credential.principal)
         if match is None:
             continue
         account, name = match.groups()
         try:
-            created.append(create_user(name, None, account))
+            created.append(runtime.create_user(name, None, account))
         except EntityAlreadyExistsException:
             pass
     return created

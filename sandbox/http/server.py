@@ -90,9 +90,10 @@ class LambdaServer:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.metrics = Metrics(runtime)
         self.operations = Operations(runtime, self.metrics, strict_roles)
+        self.thread_name_prefix = f"sandbox-http-{id(self):x}"
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.concurrency_limit + MANAGEMENT_THREADS,
-            thread_name_prefix="sandbox-http")
+            thread_name_prefix=self.thread_name_prefix)
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -245,7 +246,7 @@ class ServerThread:
         self.server = server
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="sandbox-http-loop", daemon=True)
+                                        name=f"{server.thread_name_prefix}-loop", daemon=True)
 
     def start(self) -> ServerThread:
         self._thread.start()

@@ -179,6 +179,13 @@ class PreconditionFailedException(SandboxError):
     http_status = 412
 
 
+class UnknownOperationException(SandboxError):
+    """No Lambda operation has the request's method and path."""
+
+    code = "UnknownOperationException"
+    http_status = 404
+
+
 class NotImplementedOperationException(SandboxError):
     """A Lambda operation this build does not serve yet (its feature is not built)."""
 

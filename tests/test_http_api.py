@@ -347,6 +347,16 @@ def test_an_unsigned_request_is_refused(served: Any) -> None:
     assert json.loads(caught.value.read())["message"] == "Missing Authentication Token"
 
 
+def test_an_unknown_path_or_method_is_an_unknown_operation(served: Any) -> None:
+    for method, path in (("GET", "/2015-03-31/nothing-here"),
+                         ("PATCH", "/2015-03-31/functions/echo")):
+        request = urllib.request.Request(f"{served.url}{path}", method=method)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        assert caught.value.code == 404
+        assert caught.value.headers["x-amzn-ErrorType"] == "UnknownOperationException"
+
+
 def test_no_auth_serves_unsigned_requests_as_root() -> None:
     from sandbox.http import LambdaServer, ServerThread
 

@@ -34,6 +34,7 @@ from ..errors import (
     SandboxError,
     ServiceException,
     TooManyRequestsException,
+    UnknownOperationException,
 )
 from .access import authorize_action
 from .credentials import CredentialStore
@@ -103,6 +104,8 @@ class LambdaServer:
         for route in ROUTES + PENDING:
             app.router.add_route(route.method, route.path, self._handler(route))
         app.router.add_get("/metrics", self._metrics)
+        # Last: whatever matched no operation (another method on a known path too).
+        app.router.add_route("*", "/{path:.*}", self._unknown)
         return app
 
     async def start(self) -> None:
@@ -179,6 +182,10 @@ class LambdaServer:
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, run)
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return error_reply(UnknownOperationException(
+            f"No Lambda operation is {request.method} {request.path}"), str(uuid.uuid4()))
 
     async def _metrics(self, request: web.Request) -> web.Response:
         # Prometheus scrapes without signing; the server listens on loopback by default.

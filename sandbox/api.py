@@ -173,6 +173,27 @@ class Runtime:
         self._open_invocation_models(retry_base_delay_s)
         self._schedule_idle_sweep()
 
+    # -- templates (sandbox/sam) ----------------------------------------------------
+    @classmethod
+    def from_template(cls, path: str | os.PathLike[str],
+                      parameters: Mapping[str, str] | None = None, **options: Any) -> Runtime:
+        """A Runtime (``options`` as for the constructor) with the functions
+        and roles of a SAM template (see :mod:`sandbox.sam`); unsupported
+        properties are named in ``sandbox.sam.TemplateWarning`` warnings.
+
+        Raises:
+            InvalidParameterValueException: naming the resource and property at fault.
+        """
+        from .sam import apply_template
+
+        runtime = cls(**options)
+        try:
+            apply_template(runtime, path, parameters)
+        except BaseException:
+            runtime.close()
+            raise
+        return runtime
+
     # -- context management -------------------------------------------------------
     def __enter__(self) -> Runtime:
         return self
@@ -316,6 +337,7 @@ class Runtime:
         client_context: Mapping[str, Any] | None = None,
         qualifier: str | None = None,
         caller: Principal | str | None = None,
+        request_context: Mapping[str, Any] | None = None,
     ) -> InvokeResult:
         """Invokes a function.
 
@@ -328,6 +350,8 @@ class Runtime:
         account (allowed unless the function's policy denies it); otherwise a
         user or role ARN, an account id, or a :class:`sandbox.iam.Principal`
         such as ``sandbox.iam.service("s3.amazonaws.com", source_arn=...)``.
+        ``request_context`` adds condition keys the transport knows (the HTTP
+        API: ``aws:SourceIp``, ``aws:SecureTransport``).
 
         Raises:
             AccessDeniedException: the caller may not invoke the function.
@@ -346,7 +370,7 @@ class Runtime:
             raise InvalidParameterValueException(
                 f"invocation_type must be one of {', '.join(INVOCATION_TYPES)}, "
                 f"got {invocation_type!r}")
-        self._authorizer.authorize_invoke(caller, name, function.arn)
+        self._authorizer.authorize_invoke(caller, name, function.arn, request_context)
         body = _encode_payload(payload)
         if len(body) > C.SYNC_PAYLOAD_MAX:
             raise RequestTooLargeException(
@@ -481,6 +505,11 @@ class Runtime:
             for env in retired:
                 env.wait_exit(max(deadline - time.monotonic(), 0.0))
         return len(retired)
+
+    @property
+    def concurrent_executions(self) -> int:
+        """Invocations running now (synchronous, asynchronous and polled)."""
+        return self._limiter.total_running
 
     def capabilities(self) -> dict[str, Any]:
         """What this host enforces for every environment, and why not where

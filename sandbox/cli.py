@@ -1,4 +1,5 @@
-"""The ``sandbox`` command: ``doctor``, ``bench`` and ``stress``."""
+"""The ``sandbox`` command: ``doctor``, ``bench`` and ``stress``; ``serve``,
+``invoke``, ``functions``, ``logs``, ``roles`` (sandbox/commands)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     stress_parser.add_argument("--seed", type=int, default=None,
                                help="seed of the kind picker (reproducible mixes)")
     stress_parser.set_defaults(run=stress)
+    # -- interfaces (sandbox/commands): serve, invoke, functions, logs, roles --
+    from .commands import register as register_interfaces
+
+    register_interfaces(commands)
+    # -- end interfaces --
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -144,3 +144,29 @@ STREAM_NAME_MAX = 128
 STREAM_RETENTION_MIN_H = 24
 STREAM_RETENTION_MAX_H = 8760
 STREAM_RETENTION_DEFAULT_H = 24
+
+# -- interfaces (sandbox/http, sandbox/sam) ----------------------------------------------
+# The Lambda API's version path prefix (botocore's service model, lambda/2015-03-31).
+API_VERSION = "2015-03-31"
+# Deployment package quotas: 50 MB zipped for a direct upload, 250 MB unzipped
+# (Lambda quotas: "Deployment package (.zip file archive) size").
+ZIP_UPLOAD_MAX = 50 * 1024 * 1024
+ZIP_UNZIPPED_MAX = 250 * 1024 * 1024
+# No quota is published for the number of files; a bound keeps a zip of empty
+# entries from exhausting inodes.
+ZIP_ENTRIES_MAX = 20_000
+# ClientContext: up to 3,583 bytes of base64-encoded JSON (Invoke API reference).
+CLIENT_CONTEXT_MAX = 3583
+# SigV4: a request's X-Amz-Date may differ from the server's clock by at most
+# 15 minutes ("Signature expired" otherwise; Signature Version 4 reference).
+SIGV4_MAX_SKEW_S = 15 * 60
+# The LocalStack convention for code used in place: Code.S3Bucket "hot-reload"
+# with Code.S3Key naming a local directory.
+LOCAL_CODE_BUCKET = "hot-reload"
+# HTTP server defaults: loopback only; 9001 is the port of SAM CLI's local Lambda.
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 9001
+# The access key and secret that stand for the local account's root, the
+# pair LocalStack users already have configured.
+DEFAULT_ACCESS_KEY = "test"
+DEFAULT_SECRET_KEY = "test"

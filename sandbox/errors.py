@@ -150,3 +150,60 @@ class ReceiptHandleIsInvalid(InvalidParameterValueException):
     """SQS: the receipt handle was not issued by this queue."""
 
     code = "ReceiptHandleIsInvalid"
+
+
+# -- interfaces (sandbox/http): request authentication, as AWS's front door sends it --
+class UnrecognizedClientException(SandboxError):
+    """The request's access key is not one the server knows."""
+
+    code = "UnrecognizedClientException"
+    http_status = 403
+
+
+class InvalidSignatureException(SandboxError):
+    """The request's SigV4 signature does not match, or it has expired."""
+
+    code = "InvalidSignatureException"
+    http_status = 403
+
+
+class IncompleteSignatureException(SandboxError):
+    """The Authorization header is present but malformed (a missing part)."""
+
+    code = "IncompleteSignatureException"
+    http_status = 403
+
+
+class MissingAuthenticationTokenException(SandboxError):
+    """The request carries no Authorization header at all."""
+
+    code = "MissingAuthenticationTokenException"
+    http_status = 403
+
+
+class UnsupportedMediaTypeException(SandboxError):
+    """The request body's content type is not one the operation accepts."""
+
+    code = "UnsupportedMediaTypeException"
+    http_status = 415
+
+
+class PreconditionFailedException(SandboxError):
+    """The RevisionId given does not match the resource's current revision."""
+
+    code = "PreconditionFailedException"
+    http_status = 412
+
+
+class UnknownOperationException(SandboxError):
+    """No Lambda operation has the request's method and path."""
+
+    code = "UnknownOperationException"
+    http_status = 404
+
+
+class NotImplementedOperationException(SandboxError):
+    """A Lambda operation this build does not serve yet (its feature is not built)."""
+
+    code = "NotImplementedException"
+    http_status = 501

@@ -134,6 +134,12 @@ class ConcurrencyLimiter:
     def running(self, function: str) -> int:
         return self._running.get(function, 0)
 
+    @property
+    def total_running(self) -> int:
+        """Executions in progress across every function."""
+        with self._changed:
+            return sum(self._running.values())
+
     def wake(self) -> None:
         """Wakes every waiter (used on close)."""
         with self._changed:

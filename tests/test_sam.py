@@ -1,0 +1,276 @@
+"""SAM templates: CloudFormation tags, Globals, intrinsics, roles and
+functions defined in a real Runtime, and warnings naming what is not applied."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sandbox import Runtime
+from sandbox.errors import InvalidParameterValueException
+from sandbox.sam import TemplateWarning, apply_template, read_template
+from sandbox.sam.template import merge_globals
+
+APP = """
+import os
+
+def handler(event, context):
+    return {"greeting": os.environ.get("GREETING"), "stage": os.environ.get("STAGE"),
+            "queue": os.environ.get("QUEUE_ARN"), "memory": context.memory_limit_in_mb,
+            "timeout": round(context.get_remaining_time_in_millis() / 1000)}
+"""
+
+TEMPLATE = """
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Stage:
+    Type: String
+    Default: dev
+  Memory:
+    Type: Number
+    Default: 256
+Globals:
+  Function:
+    Runtime: python3.11
+    Timeout: 7
+    Environment:
+      Variables:
+        GREETING: hello
+Resources:
+  Orders:
+    Type: AWS::SQS::Queue
+  WorkerRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: '2012-10-17'
+        Statement:
+          - Effect: Allow
+            Principal: {Service: lambda.amazonaws.com}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: invoke
+          PolicyDocument:
+            Version: '2012-10-17'
+            Statement:
+              - Effect: Allow
+                Action: lambda:InvokeFunction
+                Resource: !GetAtt Hello.Arn
+  Hello:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: !Sub "hello-${Stage}"
+      Handler: app.handler
+      CodeUri: src/
+      MemorySize: !Ref Memory
+      Tracing: Active
+      Environment:
+        Variables:
+          STAGE: !Ref Stage
+          QUEUE_ARN: !GetAtt Orders.Arn
+      Events:
+        FromQueue:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Orders.Arn
+            BatchSize: 10
+  Worker:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: index.handler
+      Role: !GetAtt WorkerRole.Arn
+      ReservedConcurrentExecutions: 2
+      EventInvokeConfig:
+        MaximumRetryAttempts: 1
+        MaximumEventAgeInSeconds: 600
+        DestinationConfig:
+          OnFailure:
+            Type: SQS
+            Destination: !GetAtt Orders.Arn
+      Timeout: 2
+      InlineCode: |
+        def handler(event, context):
+            return {"inline": True}
+  Implicit:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.handler
+      CodeUri: ./src
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: lambda:InvokeFunction
+              Resource: "*"
+        - AWSLambdaBasicExecutionRole
+"""
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text(APP)
+    path = tmp_path / "template.yaml"
+    path.write_text(TEMPLATE)
+    return path
+
+
+def test_read_template_turns_short_tags_into_long_forms(template: Path) -> None:
+    document = read_template(template)
+    hello = document["Resources"]["Hello"]["Properties"]
+    assert hello["FunctionName"] == {"Fn::Sub": "hello-${Stage}"}
+    assert hello["MemorySize"] == {"Ref": "Memory"}
+    assert hello["Environment"]["Variables"]["QUEUE_ARN"] == {"Fn::GetAtt": ["Orders", "Arn"]}
+
+
+def test_from_template_defines_functions_and_roles(template: Path) -> None:
+    with pytest.warns(TemplateWarning) as caught:
+        rt = Runtime.from_template(template, idle_timeout_s=60)
+    try:
+        names = {f["FunctionName"]: f for f in rt.list_functions()}
+        assert set(names) == {"hello-dev", "Worker", "Implicit"}
+        hello = names["hello-dev"]
+        assert (hello["MemorySize"], hello["Timeout"]) == (256, 7.0)  # parameter, Globals
+        assert hello["Role"] == "arn:aws:iam::000000000000:role/HelloRole"
+        assert rt.invoke("hello-dev", {}).payload == {
+            "greeting": "hello", "stage": "dev", "memory": "256", "timeout": 7,
+            "queue": "arn:aws:sqs:us-east-1:000000000000:Orders"}
+        assert rt.invoke("Worker", {}).payload == {"inline": True}
+        assert names["Worker"]["Role"] == "arn:aws:iam::000000000000:role/WorkerRole"
+        role = rt._authorizer.registry.role("arn:aws:iam::000000000000:role/WorkerRole")
+        assert role.policies[0].document["Statement"][0]["Resource"] == (
+            "arn:aws:lambda:us-east-1:000000000000:function:hello-dev")
+        implicit = rt._authorizer.registry.role("arn:aws:iam::000000000000:role/ImplicitRole")
+        assert len(implicit.policies) == 1
+    finally:
+        rt.close()
+    messages = [str(w.message) for w in caught]
+    expected = ("resource Orders (AWS::SQS::Queue) was not created",
+                "function Hello: Events is not applied",
+                "function Hello: unsupported properties ignored: Tracing",
+                "function Worker: ReservedConcurrentExecutions is not applied",
+                "function Implicit: policy 'AWSLambdaBasicExecutionRole' is not supported")
+    for text in expected:
+        assert any(m.startswith(text) for m in messages), (text, messages)
+
+
+def test_parameters_override_defaults_and_applying_twice_updates(template: Path) -> None:
+    with Runtime() as rt, pytest.warns(TemplateWarning):
+        result = apply_template(rt, template, {"Stage": "prod", "Memory": "512"})
+        assert result.functions["Hello"] == "hello-prod"
+        assert rt.get_function("hello-prod")["MemorySize"] == 512
+        apply_template(rt, template, {"Stage": "prod", "Memory": "1024"})
+        assert rt.get_function("hello-prod")["MemorySize"] == 1024
+        assert len(rt.list_functions()) == 3
+
+
+def test_globals_follow_sam_rules() -> None:
+    merged = merge_globals(
+        {"Timeout": 3, "Environment": {"Variables": {"A": "1", "B": "1"}}, "Layers": ["x"]},
+        {"Timeout": 9, "Environment": {"Variables": {"B": "2"}}, "Layers": ["y"]})
+    assert merged == {"Timeout": 9, "Environment": {"Variables": {"A": "1", "B": "2"}},
+                      "Layers": ["x", "y"]}
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n"
+     "      Handler: app.handler\n      CodeUri: missing/\n", "CodeUri 'missing/' is not a dir"),
+    ("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n"
+     "      Handler: app.handler\n      CodeUri: s3://bucket/key.zip\n", "local directory"),
+    ("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n"
+     "      Handler: app.handler\n      Runtime: nodejs20.x\n", "python3.x"),
+    ("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n"
+     "      Handler: !Bogus app.handler\n", "unknown CloudFormation tag !Bogus"),
+    ("Parameters:\n  P:\n    Type: String\nResources: {}\n", "parameter P has no Default"),
+    ("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n"
+     "      Handler: !Ref Nowhere\n", "unknown name 'Nowhere'"),
+    ("just: text\n", "Resources section"),
+])
+def test_template_errors_name_the_problem(tmp_path: Path, body: str, problem: str) -> None:
+    with Runtime() as rt, pytest.raises(InvalidParameterValueException, match=problem):
+        apply_template(rt, write(tmp_path, body))
+
+
+def test_a_json_template_works_too(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("def handler(e, c):\n    return 1\n")
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"Resources": {"F": {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {"Handler": "app.handler", "CodeUri": ".",
+                       "FunctionName": {"Fn::Join": ["-", ["a", {"Ref": "AWS::Region"}]]}}}}}))
+    with Runtime() as rt:
+        apply_template(rt, path)
+        assert rt.invoke("a-us-east-1", {}).payload == 1
+
+
+def test_unsupported_resources_and_sections_warn(tmp_path: Path) -> None:
+    body = ("Outputs: {}\nConditions:\n  C: !Equals [a, a]\nResources:\n"
+            "  Table:\n    Type: AWS::DynamoDB::Table\n")
+    with Runtime() as rt, pytest.warns(TemplateWarning) as caught:
+        result = apply_template(rt, write(tmp_path, body))
+    assert result.warnings == [
+        "template section Conditions is not supported and was ignored",
+        "resource Table of type AWS::DynamoDB::Table is not supported and was ignored"]
+    assert len(caught) == 2
+
+
+def test_serve_template_reaches_boto3(template: Path) -> None:
+    from http_helpers import client, serve
+
+    with pytest.warns(TemplateWarning):
+        rt = Runtime.from_template(template)
+    server = serve(rt)
+    try:
+        reply = client(server.url).invoke(FunctionName="Worker")
+        assert json.loads(reply["Payload"].read()) == {"inline": True}
+    finally:
+        server.stop()
+        rt.close()
+
+
+
+
+def test_asynchronous_properties_become_lambda_requests(template: Path) -> None:
+    queue = "arn:aws:sqs:us-east-1:000000000000:Orders"
+    with Runtime() as rt, pytest.warns(TemplateWarning):
+        result = apply_template(rt, template)
+    assert sorted(result.requests, key=lambda r: r[0]) == [
+        ("CreateEventSourceMapping", {"FunctionName": "hello-dev", "EventSourceArn": queue,
+                                      "BatchSize": 10}),
+        ("PutFunctionConcurrency", {"FunctionName": "Worker",
+                                    "ReservedConcurrentExecutions": 2}),
+        ("PutFunctionEventInvokeConfig", {
+            "FunctionName": "Worker", "MaximumRetryAttempts": 1,
+            "MaximumEventAgeInSeconds": 600,
+            "DestinationConfig": {"OnFailure": {"Destination": queue}}}),
+    ]
+
+
+def test_event_translation_warns_about_what_it_drops() -> None:
+    from sandbox.sam.events import event_requests
+
+    requests, warnings = event_requests("F", "f", {
+        "Api": {"Type": "Api", "Properties": {"Path": "/"}},
+        "NoQueue": {"Type": "SQS", "Properties": {}},
+        "NoPosition": {"Type": "Kinesis", "Properties": {"Stream": "arn:s"}},
+        "Stream": {"Type": "Kinesis", "Properties": {
+            "Stream": "arn:s", "StartingPosition": "LATEST", "BisectBatchOnFunctionError": True,
+            "Odd": 1}}})
+    assert requests == [("CreateEventSourceMapping", {
+        "FunctionName": "f", "EventSourceArn": "arn:s", "StartingPosition": "LATEST",
+        "BisectBatchOnFunctionError": True})]
+    assert warnings == [
+        "function F: event Api of type Api is not supported (only SQS and Kinesis) and was "
+        "ignored",
+        "function F: event NoQueue needs Queue (an ARN) and was ignored",
+        "function F: event NoPosition needs StartingPosition (Kinesis) and was ignored",
+        "function F: event Stream: unsupported properties ignored: Odd"]

@@ -1076,14 +1076,15 @@ def test_no_cgroup_left_behind(tmp_path, runtime):
             return [sorted(e for e in os.listdir(d) if e.startswith("env-"))
                     for d in dirs.values()]
 
-        # One cgroup per environment, in every hierarchy; the timed-out
-        # environment's cgroup goes with it.
+        # One cgroup per environment, in every hierarchy, plus one made ahead
+        # for the next; the timed-out environment's cgroup goes with it.
         assert rt.invoke(fn, {}).function_error is None
-        assert len({tuple(names) for names in env_dirs()}) == 1 and len(env_dirs()[0]) == 1
+        assert wait_for(lambda: all(len(names) == 2 for names in env_dirs())), env_dirs()
+        assert len({tuple(names) for names in env_dirs()}) == 1
         assert rt.invoke(fn, {"a": "sleep"}).report["status"] == "timeout"
-        assert wait_for(lambda: env_dirs() == [[]] * len(dirs)), env_dirs()
+        assert wait_for(lambda: all(len(names) == 1 for names in env_dirs())), env_dirs()
         assert rt.invoke(fn, {}).function_error is None
-        assert all(len(names) == 1 for names in env_dirs())
+        assert wait_for(lambda: all(len(names) == 2 for names in env_dirs())), env_dirs()
     finally:
         rt.close()
     assert [d for d in dirs.values() if os.path.exists(d)] == []

@@ -753,3 +753,32 @@ def test_two_runtimes_in_one_process_do_not_share_cgroups(tmp_path):
         a.close()
         b.close()
     assert not wait_gone([pid])
+
+
+def test_a_cgroup_is_made_ahead_and_removed_with_its_function(tmp_path):
+    """Each pool keeps one cgroup made ahead for its next environment; it goes
+    when the function does (and with the Runtime)."""
+    from conftest import make_function, wait_for
+
+    with Runtime(tmp_path / "s") as rt:
+        if rt._host.cgroup is None:
+            pytest.skip("no cgroups here")
+        memory_dir = rt._host.cgroup.runtime_dirs.get("memory") or rt._host.cgroup.runtime_dirs[""]
+
+        def env_dirs() -> set[str]:
+            return {d for d in os.listdir(memory_dir) if d.startswith("env-")}
+
+        make_function(rt, "f", "def handler(e, c):\n    return 1\n")
+        rt.invoke("f", {})
+        assert wait_for(lambda: len(env_dirs()) == 2), env_dirs()  # its own, one ahead
+        rt.shutdown_idle("f", wait=True)
+        assert wait_for(lambda: len(env_dirs()) == 1), env_dirs()
+        (spare,) = env_dirs()
+        second = rt.invoke("f", {})
+        assert second.report["start"] == "snapshot"
+        assert spare in env_dirs(), "the next environment did not take the cgroup made ahead"
+        pid = second.report["pid"]
+        with open(os.path.join(memory_dir, spare, "cgroup.procs")) as procs:
+            assert str(pid) in procs.read().split()
+        rt.delete_function("f")
+        assert wait_for(lambda: not env_dirs(), 5), env_dirs()

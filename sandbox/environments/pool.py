@@ -102,6 +102,7 @@ class FunctionPool:
         self._zygote_lock = threading.Lock()
         self._zygote: Zygote | None = None
         self._idle: list[Environment] = []
+        self._spare_cgroup: EnvCgroup | None = None
         self.busy = 0
         self.closed = False
         # Moving average of invocation round trips, for the sync model's spin policy.
@@ -182,6 +183,9 @@ class FunctionPool:
             self.closed = True
             idle, self._idle = self._idle, []
             busy = self.busy
+            spare, self._spare_cgroup = self._spare_cgroup, None
+        if spare is not None:
+            spare.remove()
         for env in idle:
             self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
         if force or not busy:
@@ -221,7 +225,7 @@ class FunctionPool:
                 raise ServiceException(f"function {self.config.name} was updated or deleted")
             zygote = Zygote("function", self.environ("snap-start"), self.config.code,
                             no_network=self._zygote_no_network,
-                            cgroup=self._new_cgroup(f"zygote-{uuid.uuid4().hex}"))
+                            cgroup=self._new_cgroup(f"zygote-{uuid.uuid4().hex}", ahead=False))
             try:
                 hello = zygote.start(INIT_TIMEOUT_S + BOOT_ALLOWANCE_S)
             except ZygoteExited as exited:
@@ -246,11 +250,41 @@ class FunctionPool:
             self._zygote = zygote
             return zygote
 
-    def _new_cgroup(self, name: str) -> EnvCgroup | None:
-        """A cgroup with the function's limits, when the host has cgroups."""
-        backend = self._host.cgroup
-        if backend is None:
+    def _new_cgroup(self, name: str, ahead: bool = True) -> EnvCgroup | None:
+        """A cgroup with the function's limits, when the host has cgroups. For
+        an environment (``ahead``): the one made ahead for this pool when there
+        is one (named env-<another id>), and then the next is made ahead on the
+        supervisor thread (making a cgroup in the four v1 hierarchies is about
+        a third of a snapshot start)."""
+        if self._host.cgroup is None:
             return None
+        if not ahead:
+            return self._create_cgroup(name)
+        with self._lock:
+            cgroup, self._spare_cgroup = self._spare_cgroup, None
+        if cgroup is None:
+            cgroup = self._create_cgroup(name)
+        self._supervisor.call_later(0.0, self._make_spare_cgroup)
+        return cgroup
+
+    def _make_spare_cgroup(self) -> None:
+        with self._lock:
+            if self.closed or self._spare_cgroup is not None:
+                return
+        try:
+            cgroup = self._create_cgroup(f"env-{uuid.uuid4().hex}")
+        except ServiceException as exc:
+            log.warning("function %s: %s", self.config.name, exc.message)
+            return
+        with self._lock:
+            if not self.closed and self._spare_cgroup is None:
+                self._spare_cgroup = cgroup
+                return
+        cgroup.remove()
+
+    def _create_cgroup(self, name: str) -> EnvCgroup:
+        backend = self._host.cgroup
+        assert backend is not None
         limits = self.limits
         try:
             return backend.create(name, Limits(limits.memory_mb * 2**20, limits.pids_max,

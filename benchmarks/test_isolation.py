@@ -24,6 +24,7 @@ from sandbox.limits.isolation import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWUTS,
+    INIT_PATH,
     Isolation,
 )
 
@@ -37,11 +38,16 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("1-none", {}),
     ("2-mount,ipc,uts ns", {"unshare": CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS,
                             "hostname": "sandbox"}),
-    ("3-net ns", {"unshare": CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
+    ("3-pid ns + its init", {"pid_namespace": True, "init_path": INIT_PATH}),
+    ("4-net ns", {"unshare": CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
                   "loopback_up": True}),
-    ("4-ro root, private /tmp", {"private_mounts": True, "tmp_options": "size=64m,mode=1777"}),
-    ("5-caps, ids, no_new_privs", {"drop_capabilities": True, "no_new_privs": True}),
-    ("6-seccomp", {"seccomp": None}),  # filled from the host's Isolation
+    # keep_paths, mask_paths: filled from the host's Isolation
+    ("5-ro root, private /tmp, covered dirs, /proc",
+     {"private_mounts": True, "tmp_options": "size=64m,mode=1777", "mount_proc": True,
+      "keep_paths": None, "mask_paths": None}),
+    ("6-caps, own uid, no_new_privs", {"drop_capabilities": True, "no_new_privs": True,
+                                       "uid": None, "gid": None}),
+    ("7-seccomp", {"seccomp": None}),
 ]
 
 
@@ -54,8 +60,15 @@ def _spec(upto: int, isolation: Isolation) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     for _, step in STEPS[: upto + 1]:
         spec.update(step)
-    if "seccomp" in spec:
-        spec["seccomp"] = isolation.seccomp_program
+    host = isolation.spec()
+    for key in ("seccomp", "keep_paths", "mask_paths"):
+        if key in spec:
+            spec[key] = host[key]
+    if "uid" in spec:
+        # A uid of the range the Runtime leases from (not leased: nothing else
+        # of this benchmark runs as it).
+        uid = isolation.uids.base if isolation.uids is not None else host["uid"]
+        spec.update(uid=uid, gid=uid)
     return spec
 
 
@@ -71,6 +84,7 @@ def test_isolation_step(benchmark: Any, isolation: Isolation, index: int) -> Non
     def spawn_and_wait() -> None:
         pid = _native.spawn(theirs.fileno(), log_fd, ["/bin/true"], {}, (), (), spec)
         _, status = os.waitpid(pid, 0)
+        _native.end_pid_namespace(pid)
         assert status == 0
 
     try:

@@ -383,3 +383,18 @@ def test_mapping_invocations_need_no_statement_but_an_explicit_deny_refuses(rt, 
     assert rt.drain(20)
     assert [m["body"] for m in take_messages(rt, "out", 1)] == ["from f"]
 
+
+
+def test_a_deleted_role_refuses_like_a_denial(rt, caplog):
+    ok = rt.create_queue("ok")
+    role = rt.create_role("worker", LAMBDA_TRUST, [allow(SEND, ok)])
+    make_function(rt, "f", FAILING_SOURCE, role=role)
+    rt.put_function_event_invoke_config("f", on_success=ok)
+    rt.delete_role(role)
+    with pytest.raises(InvalidParameterValueException, match="cannot be found"):
+        rt.put_function_dead_letter_config("f", ok)
+    with caplog.at_level(logging.WARNING, logger="sandbox.invoke"):
+        rt.invoke("f", {"n": 1}, "Event")
+        assert rt.drain(20)
+    assert f"destination record for {ok} dropped" in caplog.text
+    assert take_messages(rt, "ok", 1, timeout=0.2) == []

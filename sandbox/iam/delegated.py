@@ -31,10 +31,14 @@ from .. import constants as C
 from ..errors import (
     AccessDeniedException,
     InvalidParameterValueException,
+    NoSuchEntityException,
     ResourceNotFoundException,
 )
 from .authorizer import Authorizer
 from .principals import Principal, service
+
+# What a role check raises for a refusal: IAM's denial, or the role is gone.
+_REFUSALS = (AccessDeniedException, NoSuchEntityException)
 
 # The service principal that reads each kind of mapping source.
 SOURCE_SERVICES = {"sqs": "sqs.amazonaws.com", "kinesis": "kinesis.amazonaws.com"}
@@ -121,7 +125,7 @@ class DelegatedChecks:
         """
         try:
             self.destination(function, arn)
-        except AccessDeniedException as exc:
+        except _REFUSALS as exc:
             if invalid_destination_wording:
                 raise InvalidParameterValueException(
                     f"The destination ARN {arn} is invalid. ({exc.message})") from None
@@ -141,7 +145,7 @@ class DelegatedChecks:
         for action in _mapping_actions(source_arn):
             try:
                 self._authorizer.authorize_role(session, action, source_arn)
-            except AccessDeniedException as exc:
+            except _REFUSALS as exc:
                 raise _no_permission(action, exc) from None
 
     # -- internals -----------------------------------------------------------------------------
@@ -162,7 +166,8 @@ class DelegatedChecks:
         return self._authorizer.role_session(role, function, function_arn)
 
 
-def _no_permission(action: str, exc: AccessDeniedException) -> InvalidParameterValueException:
+def _no_permission(action: str, exc: AccessDeniedException | NoSuchEntityException
+                   ) -> InvalidParameterValueException:
     kind, _, operation = action.partition(":")
     return InvalidParameterValueException(
         f"The provided execution role does not have permissions to call {operation} on "

@@ -240,6 +240,8 @@ class QueuePoller(Poller):
         missing = False
         while not self.stop_event.is_set():
             if not self._may_read():
+                if self._leave_if_extra():
+                    return  # one poller is enough to wait for the permission
                 continue
             try:
                 messages = self._gather(batch_size, window)

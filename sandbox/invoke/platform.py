@@ -69,6 +69,10 @@ def invoke(runtime: Runtime, session: Principal, params: dict[str, Any]) -> dict
     return reply
 
 
+SEND_MESSAGE = "sqs:SendMessage"
+PUT_RECORD = "kinesis:PutRecord"
+
+
 def _resource_arn(runtime: Runtime, given: Any, what: str, kind: str) -> str:
     """The ARN of a queue or stream given by name or ARN (which need not exist:
     IAM decides before the service looks)."""
@@ -87,8 +91,8 @@ def send_message(runtime: Runtime, session: Principal, params: dict[str, Any]) -
     ``MessageAttributes``; returns ``{"MessageId"}``."""
     arn = _resource_arn(runtime, params.get("QueueName"), "QueueName", "sqs")
     runtime._authorizer.authorize_role(session, SEND_MESSAGE, arn)
-    message_id = runtime.send_message(arn, params.get("MessageBody"),  # type: ignore[arg-type]
-                                      params.get("MessageAttributes"))
+    body: Any = params.get("MessageBody")  # the queue service checks it
+    message_id = runtime.send_message(arn, body, params.get("MessageAttributes"))
     return {"MessageId": message_id}
 
 
@@ -97,13 +101,12 @@ def put_record(runtime: Runtime, session: Principal, params: dict[str, Any]) -> 
     ``PartitionKey``; returns ``{"SequenceNumber"}``."""
     arn = _resource_arn(runtime, params.get("StreamName"), "StreamName", "kinesis")
     runtime._authorizer.authorize_role(session, PUT_RECORD, arn)
-    sequence = runtime.put_record(arn, params.get("Data"),  # type: ignore[arg-type]
-                                  params.get("PartitionKey"))  # type: ignore[arg-type]
+    data: Any = params.get("Data")  # the stream service checks both
+    key: Any = params.get("PartitionKey")
+    sequence = runtime.put_record(arn, data, key)
     return {"SequenceNumber": sequence}
 
 
-SEND_MESSAGE = "sqs:SendMessage"
-PUT_RECORD = "kinesis:PutRecord"
 # Operation name -> implementation; each authorizes the role session against
 # the target's ARN (a function's also against its resource-based policy), then acts.
 OPERATIONS: dict[str, Operation] = {

@@ -33,14 +33,14 @@ from .errors import (
     ServiceException,
 )
 from .functions import FunctionConfig, validate
-from .iam import Authorizer, IamRegistry, Principal
+from .iam import Authorizer, DelegatedChecks, IamRegistry, Principal
 from .invoke import sync
 from .invoke.asynchronous import AsyncInvoker
 from .invoke.concurrency import ConcurrencyLimiter
 from .invoke.destinations import Destinations
 from .invoke.ids import new_request_id
 from .invoke.mappings import MappingManager
-from .invoke.platform import PlatformService
+from .invoke.platform import PlatformHandler, PlatformService
 from .invoke.pollers import MappingContext
 from .invoke.sync import InvokeResult
 from .limits import HostLimits
@@ -63,16 +63,18 @@ INVOCATION_THREADS_JOIN_S = 10.0
 
 
 class _Function:
-    """A registered function: its configuration, pool and log."""
+    """A registered function: its configuration, pool and log, and what serves
+    its platform calls (as its execution role) on every invocation path."""
 
-    __slots__ = ("config", "pool", "log", "arn")
+    __slots__ = ("config", "pool", "log", "arn", "platform")
 
     def __init__(self, config: FunctionConfig, pool: FunctionPool, log: FunctionLog,
-                 arn: str) -> None:
+                 arn: str, platform: PlatformHandler) -> None:
         self.config = config
         self.pool = pool
         self.log = log
         self.arn = arn
+        self.platform = platform
 
 
 class Runtime:
@@ -390,8 +392,7 @@ class Runtime:
         try:
             return sync.invoke(function.pool, function.log, request_id, body, function.arn,
                                dict(client_context) if client_context else None,
-                               platform=self._platform.handler(name, function.arn,
-                                                               function.config.role))
+                               platform=function.platform)
         finally:
             self._limiter.release(name)
 
@@ -532,13 +533,20 @@ class Runtime:
         reserved = {name: int(record["ReservedConcurrentExecutions"]) for name, record
                     in self._store.list_function_settings(CONCURRENCY_KIND).items()}
         self._limiter = ConcurrencyLimiter(self.concurrency_limit, reserved)
+        checks = DelegatedChecks(self._authorizer, self._function_identity)
         destinations = Destinations(self.arns, self._queues,
-                                    lambda name: name in self._functions)
+                                    lambda name: name in self._functions, checks)
         self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._functions.get,
                                    destinations, self._queues.notify, retry_base_delay_s)
         self._mappings = MappingManager(MappingContext(
             self._store, self.arns, self._queues, self._streams, self._limiter,
             self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s))
+
+    def _function_identity(self, name: str) -> tuple[str, str | None] | None:
+        """(ARN, execution role) of a function, for the role checks of its
+        destinations and mappings; None when it does not exist."""
+        function = self._functions.get(name)
+        return None if function is None else (function.arn, function.config.role)
 
     def create_queue(self, name: str, visibility_timeout_s: int = 30,
                      max_receive_count: int | None = None,
@@ -708,7 +716,9 @@ class Runtime:
         flog = function_log or FunctionLog(self.log_path(config.name))
         pool = FunctionPool(config, self._generation, self._supervisor, self._get_launcher,
                             self._function_environ(config), flog.write, self._host)
-        return _Function(config, pool, flog, self.function_arn(config.name))
+        arn = self.function_arn(config.name)
+        return _Function(config, pool, flog, arn,
+                         self._platform.handler(config.name, arn, config.role))
 
     def _host_environ(self) -> dict[str, str]:
         python_bin = os.path.dirname(self.python)

@@ -379,7 +379,7 @@ def handler(event, context):
     except Exception as exc:
         missing = [type(exc).__name__, str(exc)]
     try:
-        platform.call("sqs:SendMessage", QueueUrl="q")
+        platform.call("sns:Publish", TopicArn="t")
     except Exception as exc:
         unknown = [type(exc).__name__, str(exc)]
     return {"missing": missing, "unknown": unknown}
@@ -388,7 +388,7 @@ def handler(event, context):
     assert payload["missing"] == ["ResourceNotFoundException",
                                   f"Function not found: {runtime.function_arn('missing')}"]
     assert payload["unknown"][0] == "InvalidParameterValueException"
-    assert "unknown platform operation 'sqs:SendMessage'" in payload["unknown"][1]
+    assert "unknown platform operation 'sns:Publish'" in payload["unknown"][1]
 
 
 def test_a_platform_call_does_not_stretch_the_callers_deadline(runtime):

@@ -9,6 +9,9 @@ performs it. The environment holds no credentials; a refusal raises
 
     def handler(event, context):
         reply = platform.invoke("other-function", {"x": 1})
+        platform.invoke("audit", {"x": 1}, invocation_type="Event")
+        platform.send_message("orders", "a body")
+        platform.put_record("clicks", b"data", "partition-key")
         return reply["Payload"]
 
 Other errors are raised as the exception the call produced (for instance
@@ -76,3 +79,29 @@ def invoke(function_name: str, payload: Any = None,
     raw = result.get("Payload")
     result["Payload"] = json.loads(raw) if raw else None
     return result
+
+
+def send_message(queue: str, body: str,
+                 attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sends a message to a queue (its name or ARN) as this function's
+    execution role (``sqs:SendMessage`` on the queue's ARN).
+
+    ``attributes`` are SQS message attributes (a str value meaning a String one).
+
+    Returns:
+        ``{"MessageId"}`` once the message is durable.
+    """
+    params: dict[str, Any] = {"QueueName": queue, "MessageBody": body}
+    if attributes is not None:
+        params["MessageAttributes"] = attributes
+    return call("sqs:SendMessage", **params)
+
+
+def put_record(stream: str, data: bytes | str, partition_key: str) -> dict[str, Any]:
+    """Appends a record to a stream (its name or ARN) as this function's
+    execution role (``kinesis:PutRecord`` on the stream's ARN).
+
+    Returns:
+        ``{"SequenceNumber"}`` once the record is durable.
+    """
+    return call("kinesis:PutRecord", StreamName=stream, Data=data, PartitionKey=partition_key)

@@ -76,6 +76,25 @@ class Authorizer:
         decision.raise_if_denied(request)
         return principal
 
+    def refuse_explicit_deny(self, caller: Principal, function: str, function_arn: str) -> None:
+        """The check of an event source mapping's invocations: Lambda needs no
+        statement in the function's policy for its own pollers, so only an
+        explicit Deny there for ``caller`` (the source's service principal,
+        with its source ARN and account) refuses.
+
+        Raises:
+            AccessDeniedException: in IAM's words ("... with an explicit deny
+                in a resource-based policy").
+        """
+        resource_policy = self.registry.function_policy(function)
+        if resource_policy is None:
+            return
+        request = Request(caller, INVOKE_ACTION, function_arn,
+                          self._context(caller, function_arn, None))
+        decision = authorize(request, (), resource_policy.policy, self.account_id)
+        if decision.explicit:
+            decision.raise_if_denied(request)
+
     # -- execution roles -----------------------------------------------------------------
     def check_execution_role(self, role_arn: str, function_arn: str) -> None:
         """CreateFunction's check: the role exists and its trust policy lets

@@ -32,6 +32,7 @@ from ..store.base import AsyncEvent, NewEvent, Outbox, Store
 from . import sync
 from .concurrency import ConcurrencyLimiter, backoff_delay
 from .destinations import Destinations, check_destination, invocation_record
+from .platform import PlatformHandler
 
 log = logging.getLogger("sandbox.invoke")
 
@@ -65,6 +66,7 @@ class FunctionHandle(Protocol):
     pool: FunctionPool
     log: FunctionLog
     arn: str
+    platform: PlatformHandler  # serves its platform calls, as its role
 
 
 Lookup = Callable[[str], FunctionHandle | None]
@@ -110,7 +112,8 @@ class AsyncInvoker:
 
         Raises:
             InvalidParameterValueException: a setting out of Lambda's range,
-                or a destination that is not a queue or function ARN.
+                a destination that is not a queue or function ARN, or one the
+                function's execution role may not use.
         """
         retries = (C.ASYNC_RETRY_ATTEMPTS_DEFAULT if maximum_retry_attempts is None
                    else maximum_retry_attempts)
@@ -121,6 +124,9 @@ class AsyncInvoker:
         destinations: dict[str, Any] = {}
         for key, arn in (("OnSuccess", on_success), ("OnFailure", on_failure)):
             checked = check_destination(self._arns, arn, key)
+            if checked:
+                self._destinations.checks.configure_destination(
+                    name, checked, invalid_destination_wording=True)
             destinations[key] = {"Destination": checked} if checked else {}
         record = {"FunctionArn": f"{function_arn}:{C.LATEST_VERSION}",
                   "MaximumRetryAttempts": retries, "MaximumEventAgeInSeconds": age,
@@ -146,12 +152,18 @@ class AsyncInvoker:
                 f"The function {function_arn} doesn't have an EventInvokeConfig")
 
     def put_dead_letter(self, name: str, target_arn: str | None) -> None:
-        """The function's DeadLetterConfig (TargetArn: a queue), or None to remove it."""
+        """The function's DeadLetterConfig (TargetArn: a queue), or None to remove it.
+
+        Raises:
+            InvalidParameterValueException: not a queue ARN, or the function's
+                execution role may not send to it.
+        """
         if target_arn is not None:
             service, _ = self._arns.parse(target_arn, "dead-letter TargetArn")
             if service != "sqs":
                 raise InvalidParameterValueException(
                     f"dead-letter TargetArn must be a queue ARN, got {target_arn!r}")
+            self._destinations.checks.configure_destination(name, target_arn)
         with self._settings_lock:
             self._settings.pop((DLQ_KIND, name), None)
             if target_arn is None:
@@ -272,7 +284,7 @@ class AsyncInvoker:
         started = time.monotonic()
         try:
             result = sync.invoke(function.pool, function.log, event.request_id, event.payload,
-                                 function.arn)
+                                 function.arn, platform=function.platform)
             self._invoke_s += INVOKE_TIME_WEIGHT * (time.monotonic() - started - self._invoke_s)
         except SandboxError as exc:
             # The environment could not start, or the function changed under us:
@@ -320,7 +332,7 @@ class AsyncInvoker:
         if target:
             record = invocation_record(function_arn, event.request_id, C.CONDITION_SUCCESS,
                                        attempts, event.payload, response)
-            self._destinations.add(outbox, target, json.dumps(record))
+            self._destinations.add(outbox, event.function, target, json.dumps(record))
         self._retire(event, outbox)
 
     def _fail(self, event: AsyncEvent, function_arn: str, config: dict[str, Any],
@@ -335,10 +347,11 @@ class AsyncInvoker:
         if target:
             record = invocation_record(function_arn, event.request_id, condition, attempts,
                                        event.payload, response)
-            self._destinations.add(outbox, target, json.dumps(record))
+            self._destinations.add(outbox, event.function, target, json.dumps(record))
         dlq = self.get_dead_letter(event.function)
         if dlq:
-            self._destinations.add(outbox, dlq, event.payload.decode(errors="replace"),
+            self._destinations.add(outbox, event.function, dlq,
+                                   event.payload.decode(errors="replace"),
                                    _dead_letter_attributes(event, condition, response))
         self._retire(event, outbox)
 

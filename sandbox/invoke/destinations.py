@@ -1,5 +1,6 @@
 """Destinations: Lambda's invocation records, and writing them to a queue or
-to a function (as an asynchronous event), inside the caller's transaction."""
+to a function (as an asynchronous event), inside the caller's transaction,
+once the function's execution role may (sandbox/iam/delegated.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from .. import constants as C
 from ..errors import InvalidParameterValueException, SandboxError
+from ..iam.delegated import DelegatedChecks
 from ..services.arns import Arns
 from ..services.queues import QueueService
 from ..store.base import NewEvent, Outbox
@@ -55,19 +57,24 @@ class Destinations:
     """Turns records into outbox entries for their destination ARN."""
 
     def __init__(self, arns: Arns, queues: QueueService,
-                 function_exists: Callable[[str], bool]) -> None:
+                 function_exists: Callable[[str], bool], checks: DelegatedChecks) -> None:
         self._arns = arns
         self._queues = queues
         self._function_exists = function_exists
+        self.checks = checks  # also what configuring a destination checks
 
-    def add(self, outbox: Outbox, arn: str, body: str,
+    def add(self, outbox: Outbox, function: str, arn: str, body: str,
             attributes: dict[str, Any] | None = None) -> None:
-        """Adds ``body`` for ``arn`` to ``outbox``. A destination that does not
-        exist (or refuses the record) loses the record with a warning, as
-        Lambda's delivery to a missing destination does; the work it reports
-        is still retired."""
+        """Adds ``body`` for ``arn`` to ``outbox``, as ``function`` delivers it.
+
+        A destination that does not exist, refuses the record, or that the
+        function's execution role may not use (now: a changed policy counts at
+        once) loses the record with a warning, as Lambda's failed delivery does
+        (its DestinationDeliveryFailures metric: "permissions errors"); the
+        work the record reports is still retired."""
         try:
             service, name = self._arns.parse(arn, "destination")
+            self.checks.destination(function, arn)
             if service == "sqs":
                 outbox.messages.append(
                     self._queues.new_message(self._queues.resolve(name), body, attributes))

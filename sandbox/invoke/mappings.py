@@ -157,22 +157,32 @@ class MappingManager:
         return function
 
     def create(self, function: str, event_source_arn: str, **options: Any) -> str:
-        """CreateEventSourceMapping; returns the mapping's UUID."""
+        """CreateEventSourceMapping; returns the mapping's UUID.
+
+        Raises:
+            InvalidParameterValueException: a bad option, or the function's
+                execution role may not read the source or use the on-failure
+                destination (Lambda's "The provided execution role does not
+                have permissions to call ReceiveMessage on SQS").
+        """
         name = self._function_name(function)
         kind, source = self._source(event_source_arn)
         enabled = options.pop("enabled", True)
         if not isinstance(enabled, bool):
             raise InvalidParameterValueException(f"enabled must be a bool, got {enabled!r}")
         record = validate(kind, options)
+        source_arn = (event_source_arn if event_source_arn.startswith("arn:")
+                      else (self._ctx.arns.queue(source) if kind == "sqs"
+                            else self._ctx.arns.stream(source)))
+        destination = self._destination(kind, options.get("on_failure"))
+        self._check_role(name, source_arn, destination)
         mapping_id = str(uuidlib.uuid4())
         record.update({
             "UUID": mapping_id, "FunctionArn": self._ctx.arns.function(name),
-            "EventSourceArn": event_source_arn if event_source_arn.startswith("arn:")
-            else (self._ctx.arns.queue(source) if kind == "sqs"
-                  else self._ctx.arns.stream(source)),
+            "EventSourceArn": source_arn,
             "State": "Enabled" if enabled else "Disabled",
             "StateTransitionReason": "USER_INITIATED", "LastModified": time.time(),
-            "DestinationConfig": self._destination(kind, options.get("on_failure")),
+            "DestinationConfig": destination,
         })
         if kind == "kinesis":
             shards = int(self._ctx.streams.describe(source)["shards"])
@@ -184,6 +194,15 @@ class MappingManager:
         if enabled:
             self._start(record)
         return mapping_id
+
+    def _check_role(self, function: str, source_arn: str, destination: dict[str, Any]) -> None:
+        """Lambda's checks of the function's execution role when a mapping is
+        created or updated: it may read the source and send to the on-failure
+        destination (InvalidParameterValueException otherwise)."""
+        self._ctx.checks.configure_mapping(function, source_arn)
+        target = destination.get("OnFailure", {}).get("Destination")
+        if target:
+            self._ctx.checks.configure_destination(function, target)
 
     def _destination(self, kind: str, on_failure: str | None) -> dict[str, Any]:
         if on_failure is None:
@@ -232,12 +251,15 @@ class MappingManager:
         options.update({k: v for k, v in changes.items()
                         if k not in ("function", "enabled") and v is not None})
         record = validate(kind, options)
+        destination = self._destination(kind, options.get("on_failure"))
+        self._check_role(self._ctx.arns.parse(function_arn)[1], old["EventSourceArn"],
+                         destination)
         record.update({
             "UUID": mapping_id, "FunctionArn": function_arn,
             "EventSourceArn": old["EventSourceArn"],
             "State": old["State"] if enabled is None else ("Enabled" if enabled else "Disabled"),
             "StateTransitionReason": "USER_INITIATED", "LastModified": time.time(),
-            "DestinationConfig": self._destination(kind, options.get("on_failure")),
+            "DestinationConfig": destination,
         })
         self._stop(mapping_id)
         if kind == "kinesis" and record["ParallelizationFactor"] != old["ParallelizationFactor"]:

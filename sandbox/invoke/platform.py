@@ -9,8 +9,8 @@ serves it here and answers ``PLATFORM_REPLY`` with ``result`` or ``error``
 ever enter the environment.
 
 :data:`OPERATIONS` maps an operation name to its implementation; each one
-authorizes and performs the call. Operations for queues and streams slot in
-here once those services exist.
+authorizes and performs the call: ``lambda:Invoke`` (RequestResponse, Event,
+DryRun), ``sqs:SendMessage`` and ``kinesis:PutRecord``.
 """
 
 from __future__ import annotations
@@ -69,11 +69,50 @@ def invoke(runtime: Runtime, session: Principal, params: dict[str, Any]) -> dict
     return reply
 
 
-# Operation name -> implementation. Missing so far (their services do not
-# exist yet): "sqs:SendMessage", "kinesis:PutRecord"; each will authorize with
-# Authorizer.authorize_role(session, action, resource ARN) and then act.
+SEND_MESSAGE = "sqs:SendMessage"
+PUT_RECORD = "kinesis:PutRecord"
+
+
+def _resource_arn(runtime: Runtime, given: Any, what: str, kind: str) -> str:
+    """The ARN of a queue or stream given by name or ARN (which need not exist:
+    IAM decides before the service looks)."""
+    if not isinstance(given, str) or not given:
+        raise InvalidParameterValueException(f"{what} must be a string, got {given!r}")
+    if given.startswith("arn:"):
+        service, _ = runtime.arns.parse(given, what)
+        if service != kind:
+            raise InvalidParameterValueException(f"{what} {given!r} is not a {kind} ARN")
+        return given
+    return runtime.arns.queue(given) if kind == "sqs" else runtime.arns.stream(given)
+
+
+def send_message(runtime: Runtime, session: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """sqs:SendMessage: ``QueueName`` (name or ARN), ``MessageBody``,
+    ``MessageAttributes``; returns ``{"MessageId"}``."""
+    arn = _resource_arn(runtime, params.get("QueueName"), "QueueName", "sqs")
+    runtime._authorizer.authorize_role(session, SEND_MESSAGE, arn)
+    body: Any = params.get("MessageBody")  # the queue service checks it
+    message_id = runtime.send_message(arn, body, params.get("MessageAttributes"))
+    return {"MessageId": message_id}
+
+
+def put_record(runtime: Runtime, session: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """kinesis:PutRecord: ``StreamName`` (name or ARN), ``Data`` (bytes),
+    ``PartitionKey``; returns ``{"SequenceNumber"}``."""
+    arn = _resource_arn(runtime, params.get("StreamName"), "StreamName", "kinesis")
+    runtime._authorizer.authorize_role(session, PUT_RECORD, arn)
+    data: Any = params.get("Data")  # the stream service checks both
+    key: Any = params.get("PartitionKey")
+    sequence = runtime.put_record(arn, data, key)
+    return {"SequenceNumber": sequence}
+
+
+# Operation name -> implementation; each authorizes the role session against
+# the target's ARN (a function's also against its resource-based policy), then acts.
 OPERATIONS: dict[str, Operation] = {
     "lambda:Invoke": invoke,
+    SEND_MESSAGE: send_message,
+    PUT_RECORD: put_record,
 }
 
 

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import constants as C
-from ..errors import SandboxError
+from ..errors import ResourceNotFoundException, SandboxError
+from ..iam.delegated import DelegatedChecks
 from ..services.arns import Arns
 from ..services.queues import QueueService, md5_of_body, system_attributes
 from ..services.streams import StreamService, sequence_number, shard_id
@@ -60,6 +61,11 @@ class MappingContext:
         self.destinations = destinations
         self.schedule_events = schedule_events
         self.retry_base_delay_s = retry_base_delay_s
+
+    @property
+    def checks(self) -> DelegatedChecks:
+        """The role checks of mappings and their destinations."""
+        return self.destinations.checks
 
 
 def failed_items(result: InvokeResult, identifiers: list[str]) -> set[str] | None:
@@ -107,6 +113,7 @@ class Poller:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._busy = 0
+        self._denials = 0  # polls refused in a row for want of the role's permission
 
     def start(self) -> None:
         raise NotImplementedError
@@ -153,6 +160,31 @@ class Poller:
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
 
+    def _may_read(self) -> bool:
+        """Whether the function's execution role may read the source now (its
+        policies as they are at this poll). A refusal is logged (once until
+        reading is allowed again) and backed off like a failing poll; the
+        mapping stays Enabled and resumes once the role allows it, as Lambda
+        keeps polling an enabled SQS or Kinesis source."""
+        try:
+            self.ctx.checks.mapping_source(self.function, self.record["EventSourceArn"])
+        except ResourceNotFoundException:
+            return True  # the function is gone: _invoke waits for it to return
+        except SandboxError as exc:
+            with self._lock:
+                denials = self._denials
+                self._denials += 1
+            if denials == 0:
+                log.warning("mapping %s: cannot read %s: %s; retrying", self.uuid,
+                            self.record["EventSourceArn"], exc.message)
+            self._backoff(denials)
+            return False
+        with self._lock:
+            denied, self._denials = self._denials, 0
+        if denied:
+            log.info("mapping %s: reading %s again", self.uuid, self.record["EventSourceArn"])
+        return True
+
     def _invoke(self, event: dict[str, Any]) -> InvokeResult | None:
         """One synchronous invocation with a batch; waits for the function to
         exist and for a concurrency slot. None when stopped first, or when it
@@ -168,8 +200,11 @@ class Poller:
             if not self.ctx.limiter.acquire(self.function, self.stop_event.is_set):
                 return None
             try:
+                # The caller is the source's service principal: only an explicit
+                # Deny in the function's policy refuses it (sandbox/iam/delegated.py).
+                self.ctx.checks.mapping_invoke(self.function, self.record["EventSourceArn"])
                 result = sync.invoke(function.pool, function.log, new_request_id(), body,
-                                     function.arn)
+                                     function.arn, platform=function.platform)
             except SandboxError as exc:
                 log.warning("mapping %s: invoke of %s failed: %s; retrying", self.uuid,
                             self.function, exc.message)
@@ -204,6 +239,10 @@ class QueuePoller(Poller):
         window = float(self.record["MaximumBatchingWindowInSeconds"])
         missing = False
         while not self.stop_event.is_set():
+            if not self._may_read():
+                if self._leave_if_extra():
+                    return  # one poller is enough to wait for the permission
+                continue
             try:
                 messages = self._gather(batch_size, window)
             except SandboxError as exc:  # the queue was deleted: wait for it to return
@@ -316,6 +355,8 @@ class StreamPoller(Poller):
         window = float(self.record["MaximumBatchingWindowInSeconds"])
         lanes = int(self.record["ParallelizationFactor"])
         while not self.stop_event.is_set():
+            if not self._may_read():
+                continue
             with self._lock:
                 self._busy += 1
             try:
@@ -420,7 +461,7 @@ class StreamPoller(Poller):
         target = self.record["DestinationConfig"].get("OnFailure", {}).get("Destination")
         if target:
             record = self.failure_record(shard, batch, condition, invokes, result)
-            self.ctx.destinations.add(outbox, target, json.dumps(record))
+            self.ctx.destinations.add(outbox, self.function, target, json.dumps(record))
         self._advance(shard, lane, batch[-1].sequence, outbox)
 
     def failure_record(self, shard: int, batch: list[StreamRecord], condition: str,

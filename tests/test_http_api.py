@@ -365,6 +365,8 @@ def test_event_invoke_config_operations(served: Any, lam: Any, echo: str) -> Non
         lam.get_function_event_invoke_config(FunctionName=echo)
     assert lam.list_function_event_invoke_configs(
         FunctionName=echo)["FunctionEventInvokeConfigs"] == []
+    with pytest.raises(lam.exceptions.ResourceNotFoundException, match="EventInvokeConfig"):
+        lam.update_function_event_invoke_config(FunctionName=echo, MaximumRetryAttempts=0)
     put = lam.put_function_event_invoke_config(
         FunctionName=echo, MaximumRetryAttempts=1,
         DestinationConfig={"OnFailure": {"Destination": queue}})
@@ -376,6 +378,8 @@ def test_event_invoke_config_operations(served: Any, lam: Any, echo: str) -> Non
                                                       MaximumEventAgeInSeconds=300)
     assert (updated["MaximumRetryAttempts"], updated["MaximumEventAgeInSeconds"]) == (1, 300)
     assert updated["DestinationConfig"]["OnFailure"] == {"Destination": queue}
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="at least one"):
+        lam.update_function_event_invoke_config(FunctionName=echo)
     got = lam.get_function_event_invoke_config(FunctionName=echo, Qualifier="$LATEST")
     assert got["MaximumEventAgeInSeconds"] == 300
     listed = lam.list_function_event_invoke_configs(FunctionName=echo)

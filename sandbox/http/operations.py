@@ -423,13 +423,16 @@ class Operations:
 
     def update_function_event_invoke_config(self, call: Call) -> Reply:
         name = self._latest(call)
-        try:
-            current = self.runtime.get_function_event_invoke_config(name)
-        except ResourceNotFoundException:
-            self.runtime.get_function(name)  # no function: its ResourceNotFoundException
-            current = None  # no configuration yet: the update makes one
+        body = call.json()
+        if all(body.get(key) is None for key in ("MaximumRetryAttempts",
+                                                 "MaximumEventAgeInSeconds",
+                                                 "DestinationConfig")):
+            raise InvalidParameterValueException(
+                "You must specify at least one of error handling or destination setting.")
+        # Lambda updates an existing configuration only (ResourceNotFoundException otherwise).
+        current = self.runtime.get_function_event_invoke_config(name)
         record = self.runtime.put_function_event_invoke_config(
-            name, **invoke_config_arguments(call.json(), current))
+            name, **invoke_config_arguments(body, current))
         return Reply.json(200, invoke_config_shape(record))
 
     def get_function_event_invoke_config(self, call: Call) -> Reply:

@@ -538,9 +538,11 @@ class Runtime:
                                     lambda name: name in self._functions, checks)
         self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._functions.get,
                                    destinations, self._queues.notify, retry_base_delay_s)
-        self._mappings = MappingManager(MappingContext(
+        context = MappingContext(
             self._store, self.arns, self._queues, self._streams, self._limiter,
-            self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s))
+            self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s)
+        self._async.on_invoked = context.on_invoked = self._invoked  # metrics listeners
+        self._mappings = MappingManager(context)
 
     def _function_identity(self, name: str) -> tuple[str, str | None] | None:
         """(ARN, execution role) of a function, for the role checks of its
@@ -698,6 +700,74 @@ class Runtime:
         self._mappings.join(INVOCATION_THREADS_JOIN_S)
         self._async.join(INVOCATION_THREADS_JOIN_S)
     # -- end of invocation models (issue 4) -------------------------------------------------
+
+    # -- interfaces: figures and invocation listeners for metrics (issue 6) ----------------
+    # (read-only views for sandbox/http/metrics.py; the store is always SQLite here)
+    _invocation_listeners: tuple[Any, ...] = ()  # replaced whole, so readers need no lock
+
+    def add_invocation_listener(self, listener: Any) -> None:
+        """Calls ``listener(function, source, result)`` after every invocation
+        that asynchronous delivery (source "async") or an event source mapping
+        (source "mapping") makes; ``result`` is the InvokeResult. A listener
+        must be quick and must not raise (a raise is logged and ignored)."""
+        with self._lock:
+            self._invocation_listeners = (*self._invocation_listeners, listener)
+
+    def remove_invocation_listener(self, listener: Any) -> None:
+        with self._lock:
+            self._invocation_listeners = tuple(
+                existing for existing in self._invocation_listeners if existing != listener)
+
+    def _invoked(self, function: str, source: str, result: InvokeResult) -> None:
+        """Tells the listeners about an invocation made by ``source``: the hook
+        that sandbox/invoke/asynchronous.py and pollers.py call after sync.invoke."""
+        for listener in self._invocation_listeners:
+            try:
+                listener(function, source, result)
+            except Exception:  # noqa: BLE001 - a listener must not break a delivery
+                log.exception("invocation listener %r failed", listener)
+
+    def async_backlog(self) -> dict[str, dict[str, float]]:
+        """Stored asynchronous events by function (pending, waiting for a retry or
+        being delivered): ``{"depth": count, "oldest_age_s": seconds since the
+        oldest was accepted}``."""
+        rows = self._store._read("SELECT function, COUNT(*), MIN(accepted_at) FROM async_events"
+                                 " GROUP BY function")
+        now = time.time()
+        return {str(function): {"depth": float(count), "oldest_age_s": max(now - oldest, 0.0)}
+                for function, count, oldest in rows}
+
+    def mapping_lag(self) -> list[dict[str, Any]]:
+        """How far each event source mapping is behind its source: UUID,
+        FunctionArn, EventSourceArn, State, ``waiting`` (messages in the queue,
+        visible or in flight; stream records after the mapping's checkpoints)
+        and ``age_s`` (seconds since the oldest of those arrived; 0 when none)."""
+        now = time.time()
+        lags = []
+        for record in self._mappings.list():
+            service, source = self.arns.parse(record["EventSourceArn"])
+            if service == "sqs":
+                rows = self._store._read("SELECT COUNT(*), MIN(sent_at) FROM messages"
+                                         " WHERE queue = ?", (source,))
+                waiting, oldest = int(rows[0][0]), rows[0][1]
+            else:
+                waiting, oldest = 0, None
+                lanes = int(record.get("ParallelizationFactor", 1))
+                for (shard, lane), position in self._store.get_checkpoints(
+                        record["UUID"]).items():
+                    rows = self._store._read(
+                        "SELECT COUNT(*), MIN(arrived_at) FROM stream_records WHERE stream = ?"
+                        " AND shard = ? AND sequence > ? AND lane_key % ? = ?",
+                        (source, shard, position, lanes, lane))
+                    waiting += int(rows[0][0])
+                    if rows[0][1] is not None:
+                        oldest = rows[0][1] if oldest is None else min(oldest, rows[0][1])
+            lags.append({key: record[key] for key in
+                         ("UUID", "FunctionArn", "EventSourceArn", "State")}
+                        | {"waiting": waiting,
+                           "age_s": max(now - oldest, 0.0) if oldest is not None else 0.0})
+        return lags
+    # -- end of interfaces (issue 6) ----------------------------------------------------------
 
     # -- internals -----------------------------------------------------------------------
     def _check_open(self) -> None:

@@ -372,3 +372,12 @@ def test_close_ends_every_delivery_and_poller_thread(tmp_path):
 def test_runtime_options_are_checked(tmp_path, options, match):
     with pytest.raises(InvalidParameterValueException, match=match):
         Runtime(tmp_path / "state", **options)
+
+
+def test_invocation_listeners_hear_of_each_delivery(rt):
+    heard = []
+    rt.add_invocation_listener(lambda function, source, result: heard.append(
+        (function, source, result.function_error)))
+    rt.invoke("f", {}, invocation_type="Event")
+    assert rt.drain(20)
+    assert heard == [("f", "async", None)]

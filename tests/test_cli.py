@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_helpers import zip_of
+from conftest import wait_for
+from http_helpers import client, zip_of
 
 APP = """
 def handler(event, context):
@@ -131,6 +132,20 @@ def test_a_session_against_a_server(served: Served, tmp_path: Path) -> None:
     assert sandbox(tmp_path, "logs", "nothing", "--state-dir",
                    str(served.state_dir)).returncode == 3
 
+    # an Event invoke is accepted (202) and delivered by the server
+    event = sandbox(tmp_path, "invoke", "app", "--payload", '{"queued": 1}',
+                    "--invocation-type", "Event", *url)
+    assert event.returncode == 0 and event.stdout.strip() == "StatusCode 202", event.stderr
+    log = served.state_dir / "logs" / "app.log"
+    assert wait_for(lambda: "handling {'queued': 1}" in log.read_text(), timeout=20)
+    # reserved concurrency shows in functions get
+    client(served.url).put_function_concurrency(FunctionName="app",
+                                                ReservedConcurrentExecutions=3)
+    shown = sandbox(tmp_path, "functions", "get", "app", "--output", "json", *url)
+    assert json.loads(shown.stdout)["ReservedConcurrentExecutions"] == 3
+    assert "ReservedConcurrentExecutions" in sandbox(tmp_path, "functions", "get", "app",
+                                                     *url).stdout
+
     if _aws() is not None:
         _aws_cli(served, tmp_path)
 
@@ -184,6 +199,11 @@ def test_local_commands_share_a_state_dir(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     invoked = sandbox(tmp_path, "invoke", "zipped", "--payload", '{"y": 2}', *state)
     assert invoked.returncode == 0 and json.loads(invoked.stdout) == {"got": {"y": 2}}
+    queued = sandbox(tmp_path, "invoke", "zipped", "--payload", '{"z": 3}',
+                     "--invocation-type", "Event", "--output", "json", *state)
+    assert queued.returncode == 0 and json.loads(queued.stdout)["StatusCode"] == 202
+    logs = sandbox(tmp_path, "logs", "zipped", "--state-dir", str(tmp_path / "state"))
+    assert "handling {'z': 3}" in logs.stdout  # delivered before the command ended
     listed = sandbox(tmp_path, "functions", "list", "--output", "json", *state)
     assert [f["FunctionName"] for f in json.loads(listed.stdout)["Functions"]] == ["zipped"]
     role = sandbox(tmp_path, "roles", "create", "worker", "--state-dir",
@@ -198,7 +218,11 @@ def test_serve_with_a_template(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "template.yaml").write_text(
         "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n"
-        "      Handler: app.handler\n      CodeUri: .\n      Tracing: Active\n")
+        "      Handler: app.handler\n      CodeUri: .\n      Tracing: Active\n"
+        "      ReservedConcurrentExecutions: 4\n"
+        "      Events:\n        Jobs:\n          Type: SQS\n"
+        "          Properties:\n            Queue: !GetAtt Jobs.Arn\n"
+        "  Jobs:\n    Type: AWS::SQS::Queue\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "serve", "--port", "0", "--no-auth", "--template",
          str(tmp_path / "template.yaml")],
@@ -208,6 +232,13 @@ def test_serve_with_a_template(tmp_path: Path) -> None:
         url = process.stdout.readline().split(" on ", 1)[1].split()[0]
         done = sandbox(tmp_path, "invoke", "Fn", "--payload", '{"t": 1}', "--endpoint-url", url)
         assert done.returncode == 0 and json.loads(done.stdout) == {"got": {"t": 1}}
+        # the template's queue, mapping and reserved concurrency are in place
+        lam = client(url)
+        mapping, = lam.list_event_source_mappings(FunctionName="Fn")["EventSourceMappings"]
+        assert mapping["EventSourceArn"] == "arn:aws:sqs:us-east-1:000000000000:Jobs"
+        assert mapping["State"] == "Enabled"
+        assert lam.get_function(FunctionName="Fn")["Concurrency"] == {
+            "ReservedConcurrentExecutions": 4}
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0

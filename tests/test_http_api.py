@@ -67,6 +67,12 @@ def echo(lam: Any) -> str:
     return "echo"
 
 
+def logged(runtime: Any, function: str) -> str:
+    """The function's log so far."""
+    with open(runtime.log_path(function), encoding="utf-8") as file:
+        return file.read()
+
+
 def payload(reply: dict[str, Any]) -> Any:
     return json.loads(reply["Payload"].read())
 
@@ -121,15 +127,12 @@ def test_dry_run_is_204_and_runs_nothing(lam: Any, echo: str) -> None:
     assert reply["StatusCode"] == 204 and reply["Payload"].read() == b""
 
 
-def test_event_invocation_is_handed_to_the_runtime(lam: Any, echo: str) -> None:
-    # Runtime.invoke(..., "Event") answers 202 once asynchronous invocation
-    # exists; until then it refuses with a message that says so.
-    try:
-        reply = lam.invoke(FunctionName=echo, InvocationType="Event", Payload=b"{}")
-    except lam.exceptions.InvalidParameterValueException as exc:
-        assert "Event" in str(exc) and "not implemented" in str(exc)
-    else:
-        assert reply["StatusCode"] == 202
+def test_event_invocation_is_accepted_with_202(lam: Any, echo: str) -> None:
+    reply = lam.invoke(FunctionName=echo, InvocationType="Event", Payload=b"{}")
+    assert reply["StatusCode"] == 202 and reply["Payload"].read() == b""
+    with pytest.raises(lam.exceptions.RequestTooLargeException):  # 1 MiB for Event
+        lam.invoke(FunctionName=echo, InvocationType="Event",
+                   Payload=b'"' + b"x" * (1024 * 1024) + b'"')
 
 
 def test_qualifier(lam: Any, echo: str) -> None:
@@ -300,15 +303,231 @@ def test_strict_roles_refuse_an_undefined_role(served: Any) -> None:
         strict.stop()
 
 
-def test_operations_not_built_yet_say_so(lam: Any, echo: str) -> None:
-    for call in (lambda: lam.put_function_concurrency(FunctionName=echo,
-                                                      ReservedConcurrentExecutions=1),
-                 lambda: lam.get_function_event_invoke_config(FunctionName=echo),
-                 lambda: lam.list_event_source_mappings()):
-        with pytest.raises(botocore.exceptions.ClientError) as caught:
-            call()
-        assert caught.value.response["Error"]["Code"] == "NotImplementedException"
-        assert "issue 4" in caught.value.response["Error"]["Message"]
+# -- the invocation model: concurrency, event invoke configs, event source mappings ----------
+POLLER_POLICY = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Action": ["sqs:*"], "Resource": "*"}]}
+LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]}
+
+
+def test_every_operation_is_served(served: Any) -> None:
+    from sandbox.http.routes import PENDING, ROUTES
+
+    assert PENDING == ()
+    operations = {route.operation for route in ROUTES}
+    assert {"PutFunctionConcurrency", "GetFunctionConcurrency", "DeleteFunctionConcurrency",
+            "PutFunctionEventInvokeConfig", "UpdateFunctionEventInvokeConfig",
+            "GetFunctionEventInvokeConfig", "DeleteFunctionEventInvokeConfig",
+            "ListFunctionEventInvokeConfigs", "CreateEventSourceMapping",
+            "GetEventSourceMapping", "ListEventSourceMappings", "UpdateEventSourceMapping",
+            "DeleteEventSourceMapping"} <= operations
+
+
+def test_reserved_concurrency(served: Any, lam: Any, echo: str) -> None:
+    assert "Concurrency" not in lam.get_function(FunctionName=echo)
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=echo)
+    reply = lam.put_function_concurrency(FunctionName=echo, ReservedConcurrentExecutions=7)
+    assert reply["ReservedConcurrentExecutions"] == 7
+    assert lam.get_function_concurrency(FunctionName=echo)["ReservedConcurrentExecutions"] == 7
+    assert lam.get_function(FunctionName=echo)["Concurrency"] == {
+        "ReservedConcurrentExecutions": 7}
+    with pytest.raises(lam.exceptions.InvalidParameterValueException,
+                       match="UnreservedConcurrentExecution"):
+        lam.put_function_concurrency(FunctionName=echo, ReservedConcurrentExecutions=1000)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.put_function_concurrency(FunctionName="missing", ReservedConcurrentExecutions=1)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="unqualified"):
+        lam.get_function_concurrency(FunctionName=f"{echo}:$LATEST")
+    with pytest.raises(botocore.exceptions.ClientError, match="lambda:PutFunctionConcurrency"):
+        client(served.url, "bob", "bob").put_function_concurrency(
+            FunctionName=echo, ReservedConcurrentExecutions=1)
+    lam.delete_function_concurrency(FunctionName=echo)
+    assert "Concurrency" not in lam.get_function(FunctionName=echo)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.delete_function_concurrency(FunctionName="missing")
+
+
+def test_zero_reserved_concurrency_throttles_invokes(lam: Any) -> None:
+    lam.create_function(FunctionName="stopped", Runtime="python3.11", Role=ROLE,
+                        Handler="app.handler", Code={"ZipFile": zip_of(ECHO)})
+    lam.put_function_concurrency(FunctionName="stopped", ReservedConcurrentExecutions=0)
+    with pytest.raises(lam.exceptions.TooManyRequestsException) as caught:
+        lam.invoke(FunctionName="stopped")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    lam.delete_function(FunctionName="stopped")
+
+
+def let_role_send_messages(runtime: Any) -> None:
+    """Lambda delivers to a queue destination as the function's role."""
+    runtime.update_role(ROLE, policies=[{"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}]}])
+
+
+def test_event_invoke_config_operations(served: Any, lam: Any, echo: str) -> None:
+    runtime = served.server.runtime
+    let_role_send_messages(runtime)
+    queue = runtime.create_queue("eic-failures")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_event_invoke_config(FunctionName=echo)
+    assert lam.list_function_event_invoke_configs(
+        FunctionName=echo)["FunctionEventInvokeConfigs"] == []
+    with pytest.raises(lam.exceptions.ResourceNotFoundException, match="EventInvokeConfig"):
+        lam.update_function_event_invoke_config(FunctionName=echo, MaximumRetryAttempts=0)
+    put = lam.put_function_event_invoke_config(
+        FunctionName=echo, MaximumRetryAttempts=1,
+        DestinationConfig={"OnFailure": {"Destination": queue}})
+    assert put["FunctionArn"] == f"{runtime.function_arn(echo)}:$LATEST"
+    assert (put["MaximumRetryAttempts"], put["MaximumEventAgeInSeconds"]) == (1, 21600)
+    assert put["DestinationConfig"]["OnFailure"] == {"Destination": queue}
+    assert put["LastModified"].year >= 2024  # a timestamp boto3 parsed
+    updated = lam.update_function_event_invoke_config(FunctionName=echo,
+                                                      MaximumEventAgeInSeconds=300)
+    assert (updated["MaximumRetryAttempts"], updated["MaximumEventAgeInSeconds"]) == (1, 300)
+    assert updated["DestinationConfig"]["OnFailure"] == {"Destination": queue}
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="at least one"):
+        lam.update_function_event_invoke_config(FunctionName=echo)
+    got = lam.get_function_event_invoke_config(FunctionName=echo, Qualifier="$LATEST")
+    assert got["MaximumEventAgeInSeconds"] == 300
+    listed = lam.list_function_event_invoke_configs(FunctionName=echo)
+    assert [c["FunctionArn"] for c in listed["FunctionEventInvokeConfigs"]] == [
+        put["FunctionArn"]]
+    # a Put replaces the whole configuration
+    replaced = lam.put_function_event_invoke_config(FunctionName=echo, MaximumRetryAttempts=0)
+    assert replaced["MaximumEventAgeInSeconds"] == 21600
+    assert replaced["DestinationConfig"].get("OnFailure", {}) == {}
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_function_event_invoke_config(
+            FunctionName=echo, DestinationConfig={"OnSuccess": {"Destination": "not-an-arn"}})
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.put_function_event_invoke_config(FunctionName=echo, Qualifier="3",
+                                             MaximumRetryAttempts=0)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.update_function_event_invoke_config(FunctionName="missing", MaximumRetryAttempts=0)
+    with pytest.raises(botocore.exceptions.ClientError,
+                       match="lambda:GetFunctionEventInvokeConfig"):
+        client(served.url, "bob", "bob").get_function_event_invoke_config(FunctionName=echo)
+    lam.delete_function_event_invoke_config(FunctionName=echo)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.delete_function_event_invoke_config(FunctionName=echo)
+
+
+def test_event_invoke_reaches_the_on_success_queue(served: Any, lam: Any) -> None:
+    runtime = served.server.runtime
+    lam.create_function(FunctionName="async-echo", Runtime="python3.11", Role=ROLE,
+                        Handler="app.handler", Code={"ZipFile": zip_of(ECHO)})
+    let_role_send_messages(runtime)
+    queue = runtime.create_queue("async-successes")
+    lam.put_function_event_invoke_config(
+        FunctionName="async-echo", DestinationConfig={"OnSuccess": {"Destination": queue}})
+    reply = lam.invoke(FunctionName="async-echo", InvocationType="Event",
+                       Payload=json.dumps({"n": 42}))
+    assert reply["StatusCode"] == 202
+    request_id = reply["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    messages = runtime.receive_messages(queue, wait_s=20)
+    assert len(messages) == 1
+    record = json.loads(messages[0]["body"])
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestContext"]["functionArn"] == (
+        runtime.function_arn("async-echo") + ":$LATEST")
+    assert record["requestPayload"] == {"n": 42}
+    assert record["responsePayload"]["event"] == {"n": 42}
+    assert request_id  # every reply names its request
+
+
+def test_event_source_mappings_over_the_api(served: Any, lam: Any) -> None:
+    runtime = served.server.runtime
+    role = runtime.create_role("http-poller", LAMBDA_TRUST, [POLLER_POLICY])
+    lam.create_function(FunctionName="consumer", Runtime="python3.11", Role=role,
+                        Handler="app.handler", Code={"ZipFile": zip_of(ECHO)})
+    queue = runtime.create_queue("http-jobs")
+    other = runtime.create_queue("http-other")
+    created = lam.create_event_source_mapping(FunctionName="consumer", EventSourceArn=queue,
+                                              BatchSize=5)
+    assert created["ResponseMetadata"]["HTTPStatusCode"] == 202
+    uuid = created["UUID"]
+    assert (created["FunctionArn"], created["EventSourceArn"], created["BatchSize"],
+            created["MaximumBatchingWindowInSeconds"], created["State"]) == (
+        runtime.function_arn("consumer"), queue, 5, 0, "Enabled")
+    assert created["EventSourceMappingArn"].endswith(f":event-source-mapping:{uuid}")
+    assert created["FunctionResponseTypes"] == [] and "StartingPosition" not in created
+    # the mapping polls the queue and invokes the function
+    runtime.send_message(queue, json.dumps({"marker": "polled-by-the-mapping"}))
+    assert wait_for(lambda: "polled-by-the-mapping" in logged(runtime, "consumer"),
+                    timeout=20)
+    assert wait_for(lambda: runtime.get_queue(queue)["approximate_number_of_messages"] == 0
+                    and runtime.get_queue(queue)[
+                        "approximate_number_of_messages_not_visible"] == 0, timeout=20)
+    second = lam.create_event_source_mapping(
+        FunctionName=runtime.function_arn("consumer"), EventSourceArn=other, Enabled=False,
+        FunctionResponseTypes=["ReportBatchItemFailures"])
+    assert second["State"] == "Disabled"
+    assert second["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert lam.get_event_source_mapping(UUID=uuid)["BatchSize"] == 5
+    listed = lam.list_event_source_mappings(FunctionName="consumer")["EventSourceMappings"]
+    assert [m["UUID"] for m in listed] == [uuid, second["UUID"]]
+    by_source = lam.list_event_source_mappings(EventSourceArn=other)["EventSourceMappings"]
+    assert [m["UUID"] for m in by_source] == [second["UUID"]]
+    first_page = lam.list_event_source_mappings(FunctionName="consumer", MaxItems=1)
+    assert [m["UUID"] for m in first_page["EventSourceMappings"]] == [uuid]
+    rest = lam.list_event_source_mappings(FunctionName="consumer", MaxItems=1,
+                                          Marker=first_page["NextMarker"])
+    assert [m["UUID"] for m in rest["EventSourceMappings"]] == [second["UUID"]]
+    assert "NextMarker" not in rest
+    updated = lam.update_event_source_mapping(UUID=uuid, BatchSize=2, Enabled=False)
+    assert (updated["BatchSize"], updated["State"]) == (2, "Disabled")
+    assert lam.get_event_source_mapping(UUID=uuid)["State"] == "Disabled"
+    # errors as boto3 models them
+    with pytest.raises(lam.exceptions.ResourceConflictException, match=uuid):
+        lam.create_event_source_mapping(FunctionName="consumer", EventSourceArn=queue)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.create_event_source_mapping(FunctionName="missing", EventSourceArn=queue)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="queue"):
+        lam.create_event_source_mapping(
+            FunctionName="consumer", EventSourceArn=queue.replace("http-jobs", "no-such"))
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="FilterCriteria"):
+        lam.create_event_source_mapping(
+            FunctionName="consumer", EventSourceArn=runtime.create_queue("http-filtered"),
+            FilterCriteria={"Filters": [{"Pattern": "{}"}]})
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="stream"):
+        lam.create_event_source_mapping(
+            FunctionName="consumer", EventSourceArn=runtime.create_queue("http-positioned"),
+            StartingPosition="LATEST")
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="batch"):
+        lam.update_event_source_mapping(UUID=uuid, BatchSize=50)  # needs a batching window
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.update_event_source_mapping(UUID="00000000-0000-0000-0000-000000000000",
+                                        BatchSize=1)
+    with pytest.raises(botocore.exceptions.ClientError, match="lambda:ListEventSourceMappings"):
+        client(served.url, "bob", "bob").list_event_source_mappings()
+    deleted = lam.delete_event_source_mapping(UUID=uuid)
+    assert deleted["State"] == "Deleting" and deleted["ResponseMetadata"][
+        "HTTPStatusCode"] == 202
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_event_source_mapping(UUID=uuid)
+    lam.delete_event_source_mapping(UUID=second["UUID"])
+
+
+def test_stream_mappings_over_the_api(served: Any, lam: Any) -> None:
+    runtime = served.server.runtime
+    role = runtime.create_role("http-stream-poller", LAMBDA_TRUST, [{
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kinesis:*",
+                                                "Resource": "*"}]}])
+    lam.create_function(FunctionName="reader", Runtime="python3.11", Role=role,
+                        Handler="app.handler", Code={"ZipFile": zip_of(ECHO)})
+    stream = runtime.create_stream("http-clicks")
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="starting_position"):
+        lam.create_event_source_mapping(FunctionName="reader", EventSourceArn=stream)
+    created = lam.create_event_source_mapping(
+        FunctionName="reader", EventSourceArn=stream, StartingPosition="TRIM_HORIZON",
+        BatchSize=10, MaximumRetryAttempts=1, BisectBatchOnFunctionError=True)
+    assert (created["StartingPosition"], created["MaximumRetryAttempts"],
+            created["BisectBatchOnFunctionError"], created["ParallelizationFactor"],
+            created["MaximumRecordAgeInSeconds"]) == ("TRIM_HORIZON", 1, True, 1, -1)
+    runtime.put_record(stream, b"read-from-the-stream", "k")
+    data = base64.b64encode(b"read-from-the-stream").decode()  # Kinesis events carry base64
+    assert wait_for(lambda: data in logged(runtime, "reader"), timeout=20)
+    lam.delete_event_source_mapping(UUID=created["UUID"])
 
 
 # -- authentication ------------------------------------------------------------------
@@ -441,6 +660,44 @@ def test_metrics(served: Any, lam: Any, echo: str) -> None:
     assert 'sandbox_init_duration_seconds_count{function="echo",start="snapshot"}' in text
     assert 'sandbox_environments{function="echo",state="idle"}' in text
     assert "sandbox_concurrent_executions 0.0" in text
+
+
+def test_invocation_model_gauges_and_deliveries(served: Any, lam: Any, echo: str) -> None:
+    runtime = served.server.runtime
+    role = runtime.create_role("metrics-poller", LAMBDA_TRUST, [POLLER_POLICY])
+    lam.create_function(FunctionName="lagging", Runtime="python3.11", Role=role,
+                        Handler="app.handler", Code={"ZipFile": zip_of(ECHO)})
+    queue = runtime.create_queue("metrics-backlog")
+    mapping = lam.create_event_source_mapping(FunctionName="lagging", EventSourceArn=queue,
+                                              Enabled=False)
+    runtime.send_message(queue, "{}")
+    runtime.send_message(queue, "{}")
+    # a failed event waits for its retry (a minute away), stored
+    lam.put_function_event_invoke_config(FunctionName="lagging", MaximumRetryAttempts=1)
+    lam.invoke(FunctionName="lagging", InvocationType="Event", Payload=b'{"fail": true}')
+    assert wait_for(lambda: "asked to fail" in logged(runtime, "lagging"),
+                    timeout=20)
+    assert runtime.async_backlog()["lagging"]["depth"] == 1
+    text = urllib.request.urlopen(f"{served.url}/metrics", timeout=10).read().decode()
+    assert 'sandbox_async_queue_depth{function="lagging"} 1.0' in text
+    age = [line for line in text.splitlines()
+           if line.startswith('sandbox_async_event_age_seconds{function="lagging"}')]
+    assert age and float(age[0].split()[-1]) > 0.0
+    labels = (f'function="lagging",mapping="{mapping["UUID"]}",source="{queue}"')
+    assert f"sandbox_mapping_lag_items{{{labels}}} 2.0" in text
+    lag = [line for line in text.splitlines()
+           if line.startswith(f"sandbox_mapping_lag_seconds{{{labels}}}")]
+    assert lag and float(lag[0].split()[-1]) >= 0.0
+    # the hook asynchronous delivery and pollers call: Runtime._invoked → listeners
+    result = runtime.invoke(echo, {"fail": True})
+    runtime._invoked(echo, "async", result)
+    runtime._invoked(echo, "mapping", runtime.invoke(echo, {}))
+    text = urllib.request.urlopen(f"{served.url}/metrics", timeout=10).read().decode()
+    assert ('sandbox_deliveries_total{function="echo",outcome="Unhandled",source="async"} 1.0'
+            in text)
+    assert ('sandbox_deliveries_total{function="echo",outcome="Success",source="mapping"} 1.0'
+            in text)
+    lam.delete_event_source_mapping(UUID=mapping["UUID"])
 
 
 def test_stop_finishes_requests_in_flight(tmp_path: Any) -> None:

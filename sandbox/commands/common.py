@@ -24,6 +24,9 @@ EXIT_UNREACHABLE = 4
 
 DEFAULT_ENDPOINT = f"http://{C.DEFAULT_HTTP_HOST}:{C.DEFAULT_HTTP_PORT}"
 DEFAULT_STATE_DIR = ".sandbox"
+# With --local, an Event invoke waits for its first attempt: the function's
+# timeout plus this much for the environment to start.
+LOCAL_EVENT_GRACE_S = 10.0
 
 
 def add_output(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +101,15 @@ class Lambda:
         """boto3's Lambda client for the server, else None (``--local``)."""
         return self._client
 
+    def _deliver_locally(self, name: str) -> None:
+        """An accepted Event runs before this process (and its Runtime) ends:
+        its first attempt gets the function's timeout; retries due later stay
+        stored in the state dir for the next Runtime on it."""
+        timeout_s = float(self._runtime.get_function(name)["Timeout"]) + LOCAL_EVENT_GRACE_S
+        if not self._runtime.drain(timeout_s):
+            print("sandbox: the event is stored in the state dir; a Runtime on it (sandbox "
+                  "serve --state-dir ...) delivers its retries", file=sys.stderr)
+
     def call(self, operation: str, **params: Any) -> Any:
         """A Lambda operation by its boto3 name (``list_functions``, ...)."""
         return getattr(self._client, operation)(**params)
@@ -109,6 +121,8 @@ class Lambda:
             context = json.loads(base64.b64decode(client_context)) if client_context else None
             result = self._runtime.invoke(name, payload, invocation_type,
                                           client_context=context)
+            if invocation_type == "Event":
+                self._deliver_locally(name)
             return {"StatusCode": result.status_code, "Payload": result.raw_payload,
                     "FunctionError": result.function_error,
                     "Log": result.log_tail if tail else None,

@@ -34,7 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="a table of the functions")
     add_target(listing)
     listing.set_defaults(run=list_functions)
-    get = actions.add_parser("get", help="one function's configuration")
+    get = actions.add_parser("get", help="one function's configuration (and its reserved "
+                                         "concurrency, when set)")
     get.add_argument("name")
     add_target(get)
     get.set_defaults(run=get_function)
@@ -93,8 +94,14 @@ def _all_functions(api: Lambda) -> list[dict[str, Any]]:
 def get_function(args: argparse.Namespace) -> int:
     def body() -> int:
         with lambda_api(args) as api:
-            config = (api.runtime.get_function(args.name) if api.local
-                      else api.call("get_function", FunctionName=args.name)["Configuration"])
+            if api.local:
+                config = dict(api.runtime.get_function(args.name))
+                concurrency = api.runtime.get_function_concurrency(args.name)
+            else:
+                reply = api.call("get_function", FunctionName=args.name)
+                config, concurrency = dict(reply["Configuration"]), reply.get("Concurrency")
+        if concurrency:  # as GetFunction's Concurrency: only when reserved
+            config["ReservedConcurrentExecutions"] = concurrency["ReservedConcurrentExecutions"]
         if args.output == "json":
             print_json(strip_metadata(config))
         else:

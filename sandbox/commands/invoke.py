@@ -29,7 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--payload", default="{}",
                         help="JSON event, or @FILE to read it from a file ('-' for stdin)")
     parser.add_argument("--invocation-type", default="RequestResponse",
-                        choices=("RequestResponse", "Event", "DryRun"))
+                        choices=("RequestResponse", "Event", "DryRun"),
+                        help="Event: queue it (202) and return; with --local the event "
+                             "runs before the command ends. DryRun: check permission only")
     parser.add_argument("--log-type", default="None", choices=("None", "Tail"),
                         help="Tail: print the last 4 KB of the invocation's log to stderr")
     parser.add_argument("--client-context", default=None,

@@ -4,9 +4,11 @@ with SigV4 authentication and Prometheus metrics.
 - :mod:`.server`: the aiohttp server, its thread pool and graceful shutdown;
 - :mod:`.routes`: Lambda's paths → operations (and those not built yet);
 - :mod:`.operations`: the operations over a Runtime, in Lambda's shapes;
+- :mod:`.lambda_requests`: the invocation model's request parameters → Runtime
+  calls (shared with SAM templates), and its records → response shapes;
 - :mod:`.sigv4`, :mod:`.credentials`, :mod:`.access`: who is calling, and may they;
 - :mod:`.deployment`: zip packages and local code directories;
-- :mod:`.metrics`: ``/metrics``.
+- :mod:`.metrics`: ``/metrics`` (with the async backlog and mapping lag gauges).
 """
 
 from .credentials import CredentialStore, default_credentials, read_credentials_file

@@ -6,11 +6,13 @@ queue and event source pollers call the same method once they exist); gauges
 are read from the Runtime at scrape time. Each :class:`Metrics` has its own
 registry, so several servers in one process do not mix their figures.
 
-Hook for asynchronous invocation and event source mappings: pass a callable
-to :meth:`Metrics.add_gauge_source` that yields
-``prometheus_client.core.GaugeMetricFamily`` objects (async queue depth and
-oldest event age by function, mapping lag by mapping); they are collected
-with everything else.
+Asynchronous invocation and event source mappings: the async queue's depth
+and oldest event age by function and each mapping's lag (waiting messages or
+records, and the age of the oldest) are gauges read from the Runtime
+(``async_backlog()``, ``mapping_lag()``) by :func:`invocation_model_gauges`, a
+source added with :meth:`Metrics.add_gauge_source`. The invocations that
+asynchronous delivery and mappings make reach :meth:`Metrics.record_delivery`
+through ``Runtime.add_invocation_listener``.
 """
 
 from __future__ import annotations
@@ -85,7 +87,13 @@ class Metrics:
             "sandbox_init_duration_seconds",
             "INIT duration of new environments by start kind (cold, snapshot)",
             ["function", "start"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.deliveries = Counter(
+            "sandbox_deliveries",
+            "Invocations made by asynchronous delivery (source=async) and event source "
+            "mappings (source=mapping), by outcome (Success, or the function error)",
+            ["function", "source", "outcome"], registry=self.registry)
         self.registry.register(_RuntimeGauges(runtime, self._sources))
+        self.add_gauge_source(invocation_model_gauges(runtime))
 
     def add_gauge_source(self, source: GaugeSource) -> None:
         """Adds metric families read at every scrape (see the module docstring)."""
@@ -119,6 +127,54 @@ class Metrics:
                 self.init_duration.labels(function, start).observe(
                     report["init_duration_ms"] / 1000.0)
 
+    def record_delivery(self, function: str, source: str, result: Any) -> None:
+        """An invocation listener (``Runtime.add_invocation_listener``): counts
+        one invocation made by asynchronous delivery or a mapping, and its durations."""
+        self.deliveries.labels(function, source, result.function_error or "Success").inc()
+        report = result.report or {}
+        start = str(report.get("start", "unknown"))
+        if report.get("duration_ms") is not None:
+            self.duration.labels(function, start).observe(report["duration_ms"] / 1000.0)
+        if report.get("init_duration_ms") is not None:
+            self.init_duration.labels(function, start).observe(
+                report["init_duration_ms"] / 1000.0)
+
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""
         return bytes(generate_latest(self.registry))
+
+
+def invocation_model_gauges(runtime: Any) -> GaugeSource:
+    """A gauge source: the async queue and event source mapping lag of ``runtime``."""
+
+    def collect() -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "sandbox_async_queue_depth",
+            "Asynchronous events stored (pending, awaiting a retry or being delivered)",
+            labels=["function"])
+        age = GaugeMetricFamily(
+            "sandbox_async_event_age_seconds",
+            "Age of the oldest stored asynchronous event (since it was accepted)",
+            labels=["function"])
+        for function, backlog in sorted(runtime.async_backlog().items()):
+            depth.add_metric([function], backlog["depth"])
+            age.add_metric([function], backlog["oldest_age_s"])
+        yield depth
+        yield age
+        waiting = GaugeMetricFamily(
+            "sandbox_mapping_lag_items",
+            "Messages (queue) or records (stream) an event source mapping has not processed",
+            labels=["mapping", "function", "source"])
+        lag = GaugeMetricFamily(
+            "sandbox_mapping_lag_seconds",
+            "Age of the oldest message or record an event source mapping has not processed",
+            labels=["mapping", "function", "source"])
+        for mapping in runtime.mapping_lag():
+            labels = [mapping["UUID"], mapping["FunctionArn"].rsplit(":", 1)[-1],
+                      mapping["EventSourceArn"]]
+            waiting.add_metric(labels, float(mapping["waiting"]))
+            lag.add_metric(labels, float(mapping["age_s"]))
+        yield waiting
+        yield lag
+
+    return collect

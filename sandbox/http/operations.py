@@ -26,11 +26,19 @@ from ..errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
     PreconditionFailedException,
+    ResourceConflictException,
     ResourceNotFoundException,
     SandboxError,
 )
 from ..iam import ROLE_NOT_ASSUMABLE
 from .deployment import remove_unused, resolve_code
+from .lambda_requests import (
+    concurrency_argument,
+    invoke_config_arguments,
+    invoke_config_shape,
+    mapping_arguments,
+    mapping_shape,
+)
 from .metrics import Metrics
 
 log = logging.getLogger("sandbox.http")
@@ -49,6 +57,10 @@ _FUNCTION_REF = re.compile(
 _PYTHON_RUNTIME = re.compile(r"^python3\.\d+$")
 LIST_MAX_ITEMS = 10_000  # ListFunctions' MaxItems range is 1-10,000 (Lambda API reference)
 LIST_DEFAULT_ITEMS = 50
+# ListEventSourceMappings: MaxItems 1-10,000, 100 by default; ListFunctionEventInvokeConfigs:
+# 1-50, 50 by default (Lambda API reference).
+MAPPINGS_DEFAULT_ITEMS = 100
+INVOKE_CONFIGS_MAX_ITEMS = 50
 
 # What the server does with each property of CreateFunction and
 # UpdateFunctionConfiguration; any other property present is named in a warning.
@@ -275,9 +287,13 @@ class Operations:
         self._latest_only(name, qualifier)
         config = self.runtime.get_function(name)
         # Lambda answers with a presigned S3 URL; here the code is a local directory.
-        return Reply.json(200, {"Configuration": _shape(config),
-                                "Code": {"RepositoryType": "Local",
-                                         "Location": config.get("CodeUri", "")}})
+        reply: dict[str, Any] = {"Configuration": _shape(config),
+                                 "Code": {"RepositoryType": "Local",
+                                          "Location": config.get("CodeUri", "")}}
+        concurrency = self.runtime.get_function_concurrency(name)
+        if concurrency:  # Lambda leaves Concurrency out when nothing is reserved
+            reply["Concurrency"] = concurrency
+        return Reply.json(200, reply)
 
     def get_function_configuration(self, call: Call) -> Reply:
         name, qualifier = self.function(call)
@@ -285,13 +301,7 @@ class Operations:
         return Reply.json(200, _shape(self.runtime.get_function(name)))
 
     def list_functions(self, call: Call) -> Reply:
-        try:
-            max_items = int(call.query.get("MaxItems", LIST_DEFAULT_ITEMS))
-        except ValueError:
-            max_items = 0
-        if not 1 <= max_items <= LIST_MAX_ITEMS:
-            raise InvalidParameterValueException(
-                f"MaxItems must be 1-{LIST_MAX_ITEMS}, got {call.query.get('MaxItems')!r}")
+        max_items = _max_items(call, LIST_DEFAULT_ITEMS, LIST_MAX_ITEMS)
         marker = call.query.get("Marker")
         functions = [_shape(f) for f in self.runtime.list_functions()]  # sorted by name
         if marker:
@@ -378,11 +388,173 @@ class Operations:
         self._latest_only(name, qualifier)
         return Reply.json(200, self.runtime.get_policy(name))
 
+    # -- reserved concurrency ----------------------------------------------------------
+    def _unqualified(self, call: Call) -> str:
+        name, qualifier = self.function(call)
+        if qualifier is not None:
+            raise InvalidParameterValueException(
+                "This operation takes an unqualified function name or ARN, got "
+                f"{call.params['FunctionName']!r}")
+        return name
+
+    def put_function_concurrency(self, call: Call) -> Reply:
+        name = self._unqualified(call)
+        reserved = concurrency_argument(call.json())
+        return Reply.json(200, self.runtime.put_function_concurrency(name, reserved))
+
+    def get_function_concurrency(self, call: Call) -> Reply:
+        return Reply.json(200, self.runtime.get_function_concurrency(self._unqualified(call)))
+
+    def delete_function_concurrency(self, call: Call) -> Reply:
+        self.runtime.delete_function_concurrency(self._unqualified(call))
+        return Reply(204)
+
+    # -- asynchronous invocation configuration ---------------------------------------------
+    def _latest(self, call: Call) -> str:
+        name, qualifier = self.function(call)
+        self._latest_only(name, qualifier)
+        return name
+
+    def put_function_event_invoke_config(self, call: Call) -> Reply:
+        name = self._latest(call)
+        record = self.runtime.put_function_event_invoke_config(
+            name, **invoke_config_arguments(call.json()))
+        return Reply.json(200, invoke_config_shape(record))
+
+    def update_function_event_invoke_config(self, call: Call) -> Reply:
+        name = self._latest(call)
+        body = call.json()
+        if all(body.get(key) is None for key in ("MaximumRetryAttempts",
+                                                 "MaximumEventAgeInSeconds",
+                                                 "DestinationConfig")):
+            raise InvalidParameterValueException(
+                "You must specify at least one of error handling or destination setting.")
+        # Lambda updates an existing configuration only (ResourceNotFoundException otherwise).
+        current = self.runtime.get_function_event_invoke_config(name)
+        record = self.runtime.put_function_event_invoke_config(
+            name, **invoke_config_arguments(body, current))
+        return Reply.json(200, invoke_config_shape(record))
+
+    def get_function_event_invoke_config(self, call: Call) -> Reply:
+        record = self.runtime.get_function_event_invoke_config(self._latest(call))
+        return Reply.json(200, invoke_config_shape(record))
+
+    def delete_function_event_invoke_config(self, call: Call) -> Reply:
+        self.runtime.delete_function_event_invoke_config(self._latest(call))
+        return Reply(204)
+
+    def list_function_event_invoke_configs(self, call: Call) -> Reply:
+        name = self._unqualified(call)
+        try:  # only $LATEST exists, so a function has at most one
+            configs = [invoke_config_shape(self.runtime.get_function_event_invoke_config(name))]
+        except ResourceNotFoundException:
+            self.runtime.get_function(name)
+            configs = []
+        page, next_marker = _page(configs, call, INVOKE_CONFIGS_MAX_ITEMS,
+                                  INVOKE_CONFIGS_MAX_ITEMS)
+        reply: dict[str, Any] = {"FunctionEventInvokeConfigs": page}
+        if next_marker:
+            reply["NextMarker"] = next_marker
+        return Reply.json(200, reply)
+
+    # -- event source mappings ---------------------------------------------------------
+    def _mapping(self, record: dict[str, Any]) -> dict[str, Any]:
+        return mapping_shape(record, self.runtime.region, self.runtime.account_id)
+
+    def _mapped_function(self, value: Any) -> str:
+        name, qualifier = function_ref(str(value or ""), self.runtime.account_id)
+        self._latest_only(name, qualifier)
+        self.runtime.get_function(name)  # ResourceNotFoundException before the source's errors
+        return name
+
+    def create_event_source_mapping(self, call: Call) -> Reply:
+        body = call.json()
+        source = body.get("EventSourceArn")
+        if not isinstance(source, str) or not source:
+            raise InvalidParameterValueException(
+                "EventSourceArn is required (the ARN of a queue or stream of this runtime)")
+        name = self._mapped_function(body.get("FunctionName"))
+        options, unsupported = mapping_arguments(body)
+        if unsupported:
+            raise InvalidParameterValueException(
+                f"CreateEventSourceMapping: not supported by this runtime: "
+                f"{', '.join(unsupported)}")
+        for existing in self.runtime.list_event_source_mappings(name, source):
+            raise ResourceConflictException(
+                f"An event source mapping with event source ({source}) and function "
+                f"({existing['FunctionArn']}) already exists. Please update or delete the "
+                f"existing mapping with UUID {existing['UUID']}")
+        try:
+            uuid = self.runtime.create_event_source_mapping(name, source, **options)
+        except ResourceNotFoundException as exc:  # the queue or stream: a bad parameter
+            raise InvalidParameterValueException(
+                f"EventSourceArn {source}: {exc.message}") from None
+        return Reply.json(202, self._mapping(self.runtime.get_event_source_mapping(uuid)))
+
+    def get_event_source_mapping(self, call: Call) -> Reply:
+        return Reply.json(200, self._mapping(
+            self.runtime.get_event_source_mapping(call.params["UUID"])))
+
+    def list_event_source_mappings(self, call: Call) -> Reply:
+        function = call.query.get("FunctionName")
+        name = None
+        if function:
+            name, qualifier = function_ref(function, self.runtime.account_id)
+            self._latest_only(name, qualifier)
+        mappings = [self._mapping(record) for record in self.runtime.list_event_source_mappings(
+            name, call.query.get("EventSourceArn") or None)]
+        page, next_marker = _page(mappings, call, MAPPINGS_DEFAULT_ITEMS, LIST_MAX_ITEMS)
+        reply: dict[str, Any] = {"EventSourceMappings": page}
+        if next_marker:
+            reply["NextMarker"] = next_marker
+        return Reply.json(200, reply)
+
+    def update_event_source_mapping(self, call: Call) -> Reply:
+        body = call.json()
+        uuid = call.params["UUID"]
+        self.runtime.get_event_source_mapping(uuid)  # an unknown UUID first
+        options, unsupported = mapping_arguments(body, update=True)
+        if unsupported:
+            raise InvalidParameterValueException(
+                f"UpdateEventSourceMapping: not supported by this runtime: "
+                f"{', '.join(unsupported)}")
+        if body.get("FunctionName"):
+            options["function"] = self._mapped_function(body["FunctionName"])
+        record = self.runtime.update_event_source_mapping(uuid, **options)
+        return Reply.json(202, self._mapping(record))
+
+    def delete_event_source_mapping(self, call: Call) -> Reply:
+        record = self.runtime.delete_event_source_mapping(call.params["UUID"])
+        return Reply.json(202, self._mapping(record))
+
     def _policy_revision(self, name: str) -> str:
         try:
             return str(self.runtime.get_policy(name)["RevisionId"])
         except ResourceNotFoundException:
             return ""
+
+
+def _max_items(call: Call, default: int, maximum: int) -> int:
+    try:
+        max_items = int(call.query.get("MaxItems", default))
+    except ValueError:
+        max_items = 0
+    if not 1 <= max_items <= maximum:
+        raise InvalidParameterValueException(
+            f"MaxItems must be 1-{maximum}, got {call.query.get('MaxItems')!r}")
+    return max_items
+
+
+def _page(items: list[Any], call: Call, default: int, maximum: int) -> tuple[list[Any], str | None]:
+    """One page of ``items`` after ?Marker= (an offset this server handed out),
+    and the NextMarker (None on the last page)."""
+    max_items = _max_items(call, default, maximum)
+    marker = call.query.get("Marker") or "0"
+    if not marker.isdigit():
+        raise InvalidParameterValueException(f"Marker {marker!r} was not given by this server")
+    start = int(marker)
+    end = start + max_items
+    return items[start:end], (str(end) if end < len(items) else None)
 
 
 def _check_runtime(runtime: Any) -> None:

@@ -2,9 +2,9 @@
 
 Adding an operation is one :class:`Route` line here and one method on
 :class:`~sandbox.http.operations.Operations`. Operations whose feature is not
-built yet are listed in :data:`PENDING` and answer 501 NotImplementedException
-naming the feature; when the feature lands, move its line to :data:`ROUTES`
-with its method.
+built yet go in :data:`PENDING` and answer 501 NotImplementedException naming
+the feature (none are left: the invocation model's operations, issue 4, are
+served).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _route(method: str, path: str, operation: str,
                  f"lambda:{operation}" if authorize else None, max_body)
 
 
-ROUTES: tuple[Route, ...] = (
+_FUNCTION_ROUTES: tuple[Route, ...] = (
     _route("POST", f"{_FN}/invocations", "Invoke", Operations.invoke, authorize=False,
            max_body=INVOKE_BODY_MAX),
     _route("POST", f"/{API_VERSION}/functions", "CreateFunction", Operations.create_function,
@@ -76,31 +76,45 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+_EIC = "/2019-09-25/functions/{FunctionName}/event-invoke-config"
+_ESM = f"/{API_VERSION}/event-source-mappings"
+
+# The invocation model (issue 4): reserved concurrency, asynchronous invocation
+# configuration, event source mappings.
+INVOCATION_MODEL_ROUTES: tuple[Route, ...] = (
+    _route("PUT", "/2017-10-31/functions/{FunctionName}/concurrency",
+           "PutFunctionConcurrency", Operations.put_function_concurrency),
+    _route("GET", "/2019-09-30/functions/{FunctionName}/concurrency",
+           "GetFunctionConcurrency", Operations.get_function_concurrency),
+    _route("DELETE", "/2017-10-31/functions/{FunctionName}/concurrency",
+           "DeleteFunctionConcurrency", Operations.delete_function_concurrency),
+    _route("PUT", _EIC, "PutFunctionEventInvokeConfig",
+           Operations.put_function_event_invoke_config),
+    _route("POST", _EIC, "UpdateFunctionEventInvokeConfig",
+           Operations.update_function_event_invoke_config),
+    _route("GET", _EIC, "GetFunctionEventInvokeConfig",
+           Operations.get_function_event_invoke_config),
+    _route("DELETE", _EIC, "DeleteFunctionEventInvokeConfig",
+           Operations.delete_function_event_invoke_config),
+    _route("GET", f"{_EIC}/list", "ListFunctionEventInvokeConfigs",
+           Operations.list_function_event_invoke_configs),
+    _route("POST", _ESM, "CreateEventSourceMapping", Operations.create_event_source_mapping),
+    _route("GET", _ESM, "ListEventSourceMappings", Operations.list_event_source_mappings),
+    _route("GET", f"{_ESM}/{{UUID}}", "GetEventSourceMapping",
+           Operations.get_event_source_mapping),
+    _route("PUT", f"{_ESM}/{{UUID}}", "UpdateEventSourceMapping",
+           Operations.update_event_source_mapping),
+    _route("DELETE", f"{_ESM}/{{UUID}}", "DeleteEventSourceMapping",
+           Operations.delete_event_source_mapping),
+)
+
+
 def _pending(method: str, path: str, operation: str, feature: str) -> Route:
     return Route(method, path, operation, None, f"lambda:{operation}", pending=feature)
 
 
-_ASYNC = "asynchronous invocation (issue 4)"
-_CONCURRENCY = "reserved concurrency (issue 4)"
-_MAPPINGS = "event source mappings (issue 4)"
-_EIC = "/2019-09-25/functions/{FunctionName}/event-invoke-config"
-_ESM = f"/{API_VERSION}/event-source-mappings"
+# Operations whose feature is not built yet (each answers 501 naming it); empty
+# since issue 4 landed. Entries are made with _pending(method, path, operation, feature).
+PENDING: tuple[Route, ...] = ()
 
-PENDING: tuple[Route, ...] = (
-    _pending("PUT", "/2017-10-31/functions/{FunctionName}/concurrency",
-             "PutFunctionConcurrency", _CONCURRENCY),
-    _pending("GET", "/2019-09-30/functions/{FunctionName}/concurrency",
-             "GetFunctionConcurrency", _CONCURRENCY),
-    _pending("DELETE", "/2017-10-31/functions/{FunctionName}/concurrency",
-             "DeleteFunctionConcurrency", _CONCURRENCY),
-    _pending("PUT", _EIC, "PutFunctionEventInvokeConfig", _ASYNC),
-    _pending("POST", _EIC, "UpdateFunctionEventInvokeConfig", _ASYNC),
-    _pending("GET", _EIC, "GetFunctionEventInvokeConfig", _ASYNC),
-    _pending("DELETE", _EIC, "DeleteFunctionEventInvokeConfig", _ASYNC),
-    _pending("GET", f"{_EIC}/list", "ListFunctionEventInvokeConfigs", _ASYNC),
-    _pending("POST", _ESM, "CreateEventSourceMapping", _MAPPINGS),
-    _pending("GET", _ESM, "ListEventSourceMappings", _MAPPINGS),
-    _pending("GET", f"{_ESM}/{{UUID}}", "GetEventSourceMapping", _MAPPINGS),
-    _pending("PUT", f"{_ESM}/{{UUID}}", "UpdateEventSourceMapping", _MAPPINGS),
-    _pending("DELETE", f"{_ESM}/{{UUID}}", "DeleteEventSourceMapping", _MAPPINGS),
-)
+ROUTES: tuple[Route, ...] = _FUNCTION_ROUTES + INVOCATION_MODEL_ROUTES

@@ -90,6 +90,7 @@ class LambdaServer:
         self.owns_runtime = owns_runtime
         self.shutdown_timeout_s = shutdown_timeout_s
         self.metrics = Metrics(runtime)
+        runtime.add_invocation_listener(self.metrics.record_delivery)
         self.operations = Operations(runtime, self.metrics, strict_roles)
         self.thread_name_prefix = f"sandbox-http-{id(self):x}"
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -131,6 +132,7 @@ class LambdaServer:
 
     def _close_sync(self) -> None:
         self._executor.shutdown(wait=True)
+        self.runtime.remove_invocation_listener(self.metrics.record_delivery)
         if self.owns_runtime:
             self.runtime.close()
 
@@ -197,7 +199,7 @@ def _target_function(route: Route, call: Call, account_id: str) -> str | None:
     """The function an operation acts on, for its authorization."""
     if "FunctionName" in call.params:
         return function_ref(call.params["FunctionName"], account_id)[0]
-    if route.operation == "CreateFunction":
+    if route.operation in ("CreateFunction", "CreateEventSourceMapping"):
         return function_ref(str(call.json().get("FunctionName", "")), account_id)[0]
     return None
 

@@ -85,6 +85,8 @@ class AsyncInvoker:
         self._destinations = destinations
         self._notify_queues = notify_queues
         self.retry_base_delay_s = retry_base_delay_s
+        # Told of every invocation a delivery makes: (function, "async", result).
+        self.on_invoked: Callable[[str, str, Any], None] = lambda *_: None
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int]] = []
         self._in_flight = 0
@@ -286,6 +288,7 @@ class AsyncInvoker:
             result = sync.invoke(function.pool, function.log, event.request_id, event.payload,
                                  function.arn, platform=function.platform)
             self._invoke_s += INVOKE_TIME_WEIGHT * (time.monotonic() - started - self._invoke_s)
+            self.on_invoked(event.function, "async", result)
         except SandboxError as exc:
             # The environment could not start, or the function changed under us:
             # a system error, retried like a throttle (not an attempt).

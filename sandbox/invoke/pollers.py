@@ -61,6 +61,8 @@ class MappingContext:
         self.destinations = destinations
         self.schedule_events = schedule_events
         self.retry_base_delay_s = retry_base_delay_s
+        # Told of every invocation a poller makes: (function, "mapping", result).
+        self.on_invoked: Callable[[str, str, Any], None] = lambda *_: None
 
     @property
     def checks(self) -> DelegatedChecks:
@@ -213,6 +215,7 @@ class Poller:
                 continue
             finally:
                 self.ctx.limiter.release(self.function)
+            self.ctx.on_invoked(self.function, "mapping", result)
             if self.stop_event.is_set() and result.function_error is not None:
                 return None  # perhaps cut short by close(): not the function's failure
             return result

@@ -4,9 +4,8 @@
 ``EventInvokeConfig`` a PutFunctionEventInvokeConfig request and
 ``ReservedConcurrentExecutions`` a PutFunctionConcurrency request, each in the
 shape of botocore's service model (the parameters boto3 would send). The
-template translator records them in ``TemplateResult.requests``; applying
-them is a call of the Runtime's method for each operation, once asynchronous
-invocation and event source mappings exist (issue 4).
+template translator records them in ``TemplateResult.requests`` and applies
+each with :mod:`sandbox.http.lambda_requests`, as the HTTP API does.
 """
 
 from __future__ import annotations

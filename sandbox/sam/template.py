@@ -3,20 +3,20 @@
 Supported: ``AWS::Serverless::Function`` (``FunctionName``, ``Handler``,
 ``Runtime`` python3.x, ``CodeUri`` (a local directory, relative to the
 template), ``InlineCode``, ``MemorySize``, ``Timeout``, ``Description``,
-``Environment.Variables``, ``Role`` or ``Policies`` (inline policy documents)),
-``AWS::IAM::Role`` (``AssumeRolePolicyDocument``, ``Policies``), ``Globals``
-(``Function``), ``Parameters`` (``Default`` or overrides), and the intrinsics
-``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::Join``, ``Fn::Select``,
-``Fn::Split``.
+``Environment.Variables``, ``Role`` or ``Policies`` (inline policy documents),
+``ReservedConcurrentExecutions``, ``EventInvokeConfig`` and ``Events`` of type
+SQS and Kinesis (translated into Lambda API requests by :mod:`.events`,
+recorded in ``TemplateResult.requests`` and applied with the same mapping of
+Lambda's parameters the HTTP API uses), ``AWS::SQS::Queue`` and
+``AWS::Kinesis::Stream`` (created as the Runtime's built-in queues and
+streams), ``AWS::IAM::Role`` (``AssumeRolePolicyDocument``, ``Policies``),
+``Globals`` (``Function``), ``Parameters`` (``Default`` or overrides), and the
+intrinsics ``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::Join``, ``Fn::Select``,
+``Fn::Split``. A function's implicit role (no ``Role``) gets, as SAM gives
+it, the permissions its event sources and destinations need.
 
 Everything else present is named in a :class:`TemplateWarning`, never
-dropped silently. The properties that need the asynchronous invocation
-model (``ReservedConcurrentExecutions``, ``EventInvokeConfig``, ``Events`` of
-type SQS/Kinesis, queue and stream resources) are in :data:`PENDING_PROPERTIES`
-and :data:`PENDING_RESOURCES`, each warned about with the feature it waits
-for; the properties are translated into Lambda API requests
-(``TemplateResult.requests``, :mod:`.events`) that the Runtime applies once
-it has those operations.
+dropped silently.
 """
 
 from __future__ import annotations
@@ -30,7 +30,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import constants as C
-from ..errors import EntityAlreadyExistsException, InvalidParameterValueException
+from ..errors import (
+    EntityAlreadyExistsException,
+    InvalidParameterValueException,
+    ResourceConflictException,
+    SandboxError,
+)
+from ..http.lambda_requests import (
+    concurrency_argument,
+    invoke_config_arguments,
+    mapping_arguments,
+)
 from .events import concurrency_request, event_requests, invoke_config_request
 from .loader import read_template
 
@@ -40,19 +50,16 @@ LAMBDA_TRUST_POLICY = {"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
     "Action": "sts:AssumeRole"}]}
 
+QUEUE = "AWS::SQS::Queue"
+STREAM = "AWS::Kinesis::Stream"
+
 FUNCTION_PROPERTIES = frozenset({
     "FunctionName", "Handler", "Runtime", "CodeUri", "InlineCode", "MemorySize", "Timeout",
-    "Description", "Environment", "Role", "Policies"})
-# Properties understood but not applied in this build, and what they wait for.
-PENDING_PROPERTIES = {
-    "ReservedConcurrentExecutions": "reserved concurrency (issue 4)",
-    "EventInvokeConfig": "asynchronous invocation (issue 4)",
-    "Events": "event source mappings (issue 4)",
-}
-PENDING_RESOURCES = {
-    "AWS::SQS::Queue": "built-in queues (issue 4)",
-    "AWS::Kinesis::Stream": "built-in streams (issue 4)",
-}
+    "Description", "Environment", "Role", "Policies", "ReservedConcurrentExecutions",
+    "EventInvokeConfig", "Events"})
+QUEUE_PROPERTIES = frozenset({"QueueName", "VisibilityTimeout", "MessageRetentionPeriod",
+                              "RedrivePolicy"})
+STREAM_PROPERTIES = frozenset({"Name", "ShardCount", "RetentionPeriodHours"})
 _PYTHON_RUNTIME = re.compile(r"^python3\.\d+$")
 _SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
 
@@ -69,8 +76,8 @@ class TemplateResult:
     functions: dict[str, str] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    # Lambda API requests (operation, parameters) for the asynchronous-model
-    # properties, not applied until the Runtime has those operations (issue 4).
+    # Lambda API requests (operation, parameters) made for the invocation-model
+    # properties (Events, EventInvokeConfig, ReservedConcurrentExecutions), as applied.
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -127,7 +134,11 @@ class _Template:
             props = resource.get("Properties") or {}
             name = props.get("FunctionName", logical)
             return str(self.resolve(name)) if not isinstance(name, str) else name
-        return logical  # a role's name, a queue's name: the logical id
+        name_property = {QUEUE: "QueueName", STREAM: "Name"}.get(kind)
+        if name_property is not None:
+            name = (resource.get("Properties") or {}).get(name_property, logical)
+            return str(self.resolve(name)) if not isinstance(name, str) else name
+        return logical  # a role's name: the logical id
 
     def _get_att(self, logical: str, attribute: str) -> Any:
         resource = self.resources.get(logical)
@@ -138,11 +149,12 @@ class _Template:
             return self.runtime.function_arn(self._physical(logical))
         if attribute == "Arn" and kind == ROLE:
             return f"arn:aws:iam::{self.runtime.account_id}:role/{self._physical(logical)}"
-        if attribute == "Arn" and kind == "AWS::SQS::Queue":
-            return f"arn:aws:sqs:{self.runtime.region}:{self.runtime.account_id}:{logical}"
-        if attribute == "Arn" and kind == "AWS::Kinesis::Stream":
-            return (f"arn:aws:kinesis:{self.runtime.region}:{self.runtime.account_id}:"
-                    f"stream/{logical}")
+        if attribute == "Arn" and kind == QUEUE:
+            return self.runtime.arns.queue(self._physical(logical))
+        if attribute == "QueueName" and kind == QUEUE:
+            return self._physical(logical)
+        if attribute == "Arn" and kind == STREAM:
+            return self.runtime.arns.stream(self._physical(logical))
         raise InvalidParameterValueException(
             f"template: GetAtt {logical}.{attribute} is not supported for {kind}")
 
@@ -202,15 +214,20 @@ class _Template:
         for section in sorted(set(globals_) - {"Function"}):
             self.warn(f"Globals.{section} is not supported and was ignored")
         function_globals = globals_.get("Function") or {}
+        queues = []
         for logical, resource in self.resources.items():
             kind = resource.get("Type") if isinstance(resource, dict) else None
             if kind == ROLE:
                 self._role(logical, resource.get("Properties") or {})
-            elif kind in PENDING_RESOURCES:
-                self.warn(f"resource {logical} ({kind}) was not created: it needs "
-                          f"{PENDING_RESOURCES[kind]}")
+            elif kind == QUEUE:
+                queues.append((logical, self.resolve(dict(resource.get("Properties") or {}))))
+            elif kind == STREAM:
+                self._stream(logical, self.resolve(dict(resource.get("Properties") or {})))
             elif kind != FUNCTION:
                 self.warn(f"resource {logical} of type {kind} is not supported and was ignored")
+        # Dead-letter queues before the queues whose RedrivePolicy names them.
+        for logical, props in sorted(queues, key=lambda item: "RedrivePolicy" in item[1]):
+            self._queue(logical, props)
         for logical, resource in self.resources.items():
             if isinstance(resource, dict) and resource.get("Type") == FUNCTION:
                 properties = merge_globals(function_globals, resource.get("Properties") or {})
@@ -229,6 +246,40 @@ class _Template:
             self.warn(f"resource {logical}: property {key} is not supported and was ignored")
         self.result.roles[logical] = self._put_role(name, trust, policies)
 
+    def _queue(self, logical: str, props: Mapping[str, Any]) -> None:
+        for key in sorted(set(props) - QUEUE_PROPERTIES):
+            self.warn(f"resource {logical}: property {key} is not supported and was ignored")
+        redrive = props.get("RedrivePolicy") or {}
+        options: dict[str, Any] = {
+            "visibility_timeout_s": _number(props.get("VisibilityTimeout",
+                                                      C.QUEUE_VISIBILITY_TIMEOUT_DEFAULT_S), int),
+            "message_retention_s": _number(props.get("MessageRetentionPeriod",
+                                                     C.QUEUE_RETENTION_DEFAULT_S), int)}
+        if redrive:
+            options["dead_letter_queue"] = redrive.get("deadLetterTargetArn")
+            options["max_receive_count"] = _number(redrive.get("maxReceiveCount"), int)
+        name = self._physical(logical)
+        try:
+            self.runtime.create_queue(name, **options)
+        except ResourceConflictException:
+            self.warn(f"resource {logical}: queue {name} exists with other attributes; "
+                      "it was kept as it is")
+        except SandboxError as exc:
+            raise InvalidParameterValueException(f"resource {logical}: {exc.message}") from None
+
+    def _stream(self, logical: str, props: Mapping[str, Any]) -> None:
+        for key in sorted(set(props) - STREAM_PROPERTIES):
+            self.warn(f"resource {logical}: property {key} is not supported and was ignored")
+        name = self._physical(logical)
+        try:
+            self.runtime.create_stream(
+                name, _number(props.get("ShardCount", 1), int),
+                _number(props.get("RetentionPeriodHours", C.STREAM_RETENTION_DEFAULT_H), int))
+        except ResourceConflictException:
+            pass  # applying the template again: the stream and its records stay
+        except SandboxError as exc:
+            raise InvalidParameterValueException(f"resource {logical}: {exc.message}") from None
+
     def _put_role(self, name: str, trust: Any, policies: list[Any]) -> str:
         try:
             return str(self.runtime.create_role(name, trust, policies))
@@ -240,10 +291,7 @@ class _Template:
     def _function(self, logical: str, properties: Mapping[str, Any]) -> None:
         props = self.resolve(dict(properties))
         name = props.get("FunctionName", logical)
-        for key in sorted(set(props) & set(PENDING_PROPERTIES)):
-            self.warn(f"function {logical}: {key} is not applied in this version: it needs "
-                      f"{PENDING_PROPERTIES[key]}")
-        unsupported = sorted(set(props) - FUNCTION_PROPERTIES - set(PENDING_PROPERTIES))
+        unsupported = sorted(set(props) - FUNCTION_PROPERTIES)
         if unsupported:
             self.warn(f"function {logical}: unsupported properties ignored: "
                       f"{', '.join(unsupported)}")
@@ -255,9 +303,10 @@ class _Template:
         if not handler:
             raise InvalidParameterValueException(f"function {logical}: Handler is required")
         code = self._code(logical, name, props)
+        requests = self._requests(logical, name, props)
         role = props.get("Role")
         if role is None:
-            role = self._function_role(logical, props.get("Policies"))
+            role = self._function_role(logical, props.get("Policies"), requests)
         elif props.get("Policies"):
             self.warn(f"function {logical}: Policies ignored because Role is given")
         environment = {k: _env_string(v) for k, v in
@@ -272,11 +321,40 @@ class _Template:
         else:
             self.runtime.create_function(name, **config)
         self.result.functions[logical] = name
-        self._pending_requests(logical, name, props)
+        for operation, params in requests:
+            try:
+                self._apply_request(logical, name, operation, params)
+            except SandboxError as exc:
+                raise InvalidParameterValueException(
+                    f"function {logical}: {operation}: {exc.message}") from None
+        self.result.requests += requests
 
-    def _pending_requests(self, logical: str, name: str, props: Mapping[str, Any]) -> None:
-        """The asynchronous-model properties as Lambda API requests (recorded,
-        not applied in this build)."""
+    def _apply_request(self, logical: str, name: str, operation: str,
+                       params: Mapping[str, Any]) -> None:
+        """One Lambda API request of the invocation model, made on the Runtime
+        (a mapping that exists for the same function and source is updated)."""
+        if operation == "PutFunctionConcurrency":
+            self.runtime.put_function_concurrency(name, concurrency_argument(params))
+        elif operation == "PutFunctionEventInvokeConfig":
+            self.runtime.put_function_event_invoke_config(name, **invoke_config_arguments(params))
+        elif operation == "CreateEventSourceMapping":
+            source = params["EventSourceArn"]
+            existing = self.runtime.list_event_source_mappings(name, source)
+            options, unsupported = mapping_arguments(params, update=bool(existing))
+            if unsupported:
+                self.warn(f"function {logical}: event source {source}: unsupported properties "
+                          f"ignored: {', '.join(unsupported)}")
+            if existing:
+                self.runtime.update_event_source_mapping(existing[0]["UUID"], **options)
+            else:
+                self.runtime.create_event_source_mapping(name, source, **options)
+        else:  # pragma: no cover - events.py makes only the operations above
+            raise InvalidParameterValueException(f"no such operation {operation}")
+
+    def _requests(self, logical: str, name: str, props: Mapping[str, Any]
+                  ) -> list[tuple[str, dict[str, Any]]]:
+        """The invocation-model properties as Lambda API requests (warning
+        about what they leave out)."""
         requests: list[tuple[str, dict[str, Any]]] = []
         notes: list[str] = []
         if "Events" in props:
@@ -290,7 +368,7 @@ class _Template:
             requests += concurrency_request(name, props["ReservedConcurrentExecutions"])
         for note in notes:
             self.warn(note)
-        self.result.requests += requests
+        return requests
 
     def _code(self, logical: str, name: str, props: Mapping[str, Any]) -> str:
         inline = props.get("InlineCode")
@@ -312,9 +390,14 @@ class _Template:
                 f"(looked for {directory})")
         return directory
 
-    def _function_role(self, logical: str, policies: Any) -> str:
-        """SAM's implicit role: Lambda may assume it; inline Policies apply."""
+    def _function_role(self, logical: str, policies: Any,
+                       requests: list[tuple[str, dict[str, Any]]]) -> str:
+        """SAM's implicit role: Lambda may assume it; inline Policies apply, and
+        (as SAM adds them) what its event sources and destinations need."""
         documents = []
+        needed = _request_permissions(requests)
+        if needed:
+            documents.append({"Version": "2012-10-17", "Statement": needed})
         for policy in policies if isinstance(policies, list) else (
                 [policies] if policies else []):
             if isinstance(policy, dict) and "Statement" in policy:
@@ -325,6 +408,30 @@ class _Template:
         arn = self._put_role(f"{logical}Role", LAMBDA_TRUST_POLICY, documents)
         self.result.roles[f"{logical}Role"] = arn
         return arn
+
+
+def _request_permissions(requests: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Statements allowing what the requests' sources and destinations need:
+    SAM's SQSPollerPolicy / KinesisStreamReadPolicy and destination policies."""
+    statements = []
+    for operation, params in requests:
+        targets: list[tuple[Any, str]] = []
+        if operation == "CreateEventSourceMapping":
+            targets.append((params["EventSourceArn"], "source"))
+        destinations = params.get("DestinationConfig") or {}
+        targets += [(d.get("Destination"), "destination") for d in destinations.values()
+                    if isinstance(d, Mapping)]
+        for arn, role in targets:
+            service = arn.split(":")[2] if isinstance(arn, str) and arn.count(":") >= 5 else ""
+            if role == "source" and service in ("sqs", "kinesis"):
+                actions = list(C.QUEUE_MAPPING_ACTIONS if service == "sqs"
+                               else C.STREAM_MAPPING_ACTIONS)
+            elif role == "destination" and service in C.DESTINATION_ACTIONS:
+                actions = [C.DESTINATION_ACTIONS[service]]
+            else:
+                continue
+            statements.append({"Effect": "Allow", "Action": actions, "Resource": arn})
+    return statements
 
 
 def merge_globals(globals_: Mapping[str, Any], properties: Mapping[str, Any]) -> dict[str, Any]:

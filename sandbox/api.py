@@ -160,10 +160,20 @@ class Runtime:
         self._launcher: Zygote | None = None
         self._launcher_lock = threading.Lock()
         self._closed = False
-        self._state_lock = StateDirLock(self.state_dir)  # one Runtime per state dir
-        self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"),
-                                  synchronous="FULL" if fsync_commits else "NORMAL")
+        # A refusal here (a bad user, required cgroups missing, the state dir
+        # in use) leaves nothing held: no cgroup directory, lock or database.
         self._host = HostLimits(cgroups, isolation, cpu_follows_memory, user)
+        try:
+            self._state_lock = StateDirLock(self.state_dir)  # one Runtime per state dir
+            try:
+                self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"),
+                                          synchronous="FULL" if fsync_commits else "NORMAL")
+            except BaseException:
+                self._state_lock.release()
+                raise
+        except BaseException:
+            self._host.close()
+            raise
         self._supervisor = Supervisor()
         # -- permissions (sandbox/iam) --
         self._iam = IamRegistry(self._store, account_id)

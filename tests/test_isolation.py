@@ -627,3 +627,30 @@ def _in_pid_ns_of(pid: int, other: int) -> bool:
         return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{other}/ns/pid")
     except OSError:
         return False
+
+
+def test_one_configured_user_for_every_environment(tmp_path, start):
+    with Runtime(tmp_path / "s", user="nobody", cpu_follows_memory=False) as rt:
+        caps = rt.capabilities()
+        if not caps["isolation"]["uid"]["enforced"]:
+            pytest.skip(caps["isolation"]["uid"]["reason"])
+        assert caps["run_as"] == "user nobody (uid 65534, gid 65534)"
+        # The uid is shared, so RLIMIT_NPROC would count other processes too.
+        assert "RLIMIT_NPROC" not in caps["rlimits"]
+        make_function(rt, "who", "import ctypes, os\n"
+                      "def handler(event, context):\n"
+                      "    libc = ctypes.CDLL(None)\n"
+                      "    return [os.getuid(), os.getgid(), libc.prctl(3, 0, 0, 0, 0)]\n",
+                      start=start)
+        # Environments sharing a uid are not dumpable (PR_GET_DUMPABLE is 0).
+        assert rt.invoke("who", {}).payload == [65534, 65534, 0]
+
+
+def test_an_unknown_user_is_refused_by_name(tmp_path):
+    from sandbox.errors import InvalidParameterValueException
+
+    with pytest.raises(InvalidParameterValueException,
+                       match="no such user to run environments as: 'no-such-user'"):
+        Runtime(tmp_path / "s", user="no-such-user")
+    # Nothing was left holding the state dir.
+    Runtime(tmp_path / "s").close()

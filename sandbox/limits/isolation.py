@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 from .. import _native
+from ..errors import InvalidParameterValueException
 from .uids import UidLease, UidRange
 
 log = logging.getLogger("sandbox.limits")
@@ -156,7 +157,8 @@ class Isolation:
             try:
                 entry = pwd.getpwnam(user)
             except KeyError:
-                raise ValueError(f"no such user to run environments as: {user!r}") from None
+                raise InvalidParameterValueException(
+                    f"no such user to run environments as: {user!r}") from None
             self.uid, self.gid = entry.pw_uid, entry.pw_gid
         self.proc_hidepid = _per_mount_proc_options()
         if not enabled:

@@ -147,10 +147,7 @@ class MappingManager:
             f"event_source_arn must be a queue or stream ARN, got {arn!r}")
 
     def _function_name(self, function: str) -> str:
-        if function.startswith("arn:"):
-            service, function = self._ctx.arns.parse(function, "function")
-            if service != "lambda":
-                raise InvalidParameterValueException(f"{function!r} is not a function ARN")
+        function = self._ctx.arns.name_of(function, "lambda", "function")
         if self._ctx.lookup(function) is None:
             raise ResourceNotFoundException(
                 f"Function not found: {self._ctx.arns.function(function)}")
@@ -171,9 +168,7 @@ class MappingManager:
         if not isinstance(enabled, bool):
             raise InvalidParameterValueException(f"enabled must be a bool, got {enabled!r}")
         record = validate(kind, options)
-        source_arn = (event_source_arn if event_source_arn.startswith("arn:")
-                      else (self._ctx.arns.queue(source) if kind == "sqs"
-                            else self._ctx.arns.stream(source)))
+        source_arn = self._ctx.arns.of(kind, source)
         destination = self._destination(kind, options.get("on_failure"))
         self._check_role(name, source_arn, destination)
         mapping_id = str(uuidlib.uuid4())

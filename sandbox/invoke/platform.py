@@ -78,12 +78,7 @@ def _resource_arn(runtime: Runtime, given: Any, what: str, kind: str) -> str:
     IAM decides before the service looks)."""
     if not isinstance(given, str) or not given:
         raise InvalidParameterValueException(f"{what} must be a string, got {given!r}")
-    if given.startswith("arn:"):
-        service, _ = runtime.arns.parse(given, what)
-        if service != kind:
-            raise InvalidParameterValueException(f"{what} {given!r} is not a {kind} ARN")
-        return given
-    return runtime.arns.queue(given) if kind == "sqs" else runtime.arns.stream(given)
+    return runtime.arns.of(kind, runtime.arns.name_of(given, kind, what))
 
 
 def send_message(runtime: Runtime, session: Principal, params: dict[str, Any]) -> dict[str, Any]:

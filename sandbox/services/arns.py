@@ -6,6 +6,9 @@ import dataclasses
 
 from ..errors import InvalidParameterValueException
 
+# What each service's ARNs name here.
+NOUNS = {"lambda": "function", "sqs": "queue", "kinesis": "stream"}
+
 
 @dataclasses.dataclass(frozen=True)
 class Arns:
@@ -22,6 +25,26 @@ class Arns:
 
     def stream(self, name: str) -> str:
         return f"arn:aws:kinesis:{self.region}:{self.account_id}:stream/{name}"
+
+    def of(self, service: str, name: str) -> str:
+        """The ARN of ``name`` in ``service`` ("lambda", "sqs" or "kinesis")."""
+        build = {"lambda": self.function, "sqs": self.queue, "kinesis": self.stream}[service]
+        return build(name)
+
+    def name_of(self, given: str, service: str, what: str) -> str:
+        """The name in ``given``: a bare name, or a local ARN of ``service``.
+
+        Raises:
+            InvalidParameterValueException: an ARN that is not local, or not
+                of ``service``.
+        """
+        if not given.startswith("arn:"):
+            return given
+        found, name = self.parse(given, what)
+        if found != service:
+            raise InvalidParameterValueException(
+                f"{what} {given!r} is not a {NOUNS[service]} ARN")
+        return name
 
     def parse(self, arn: str, what: str = "ARN") -> tuple[str, str]:
         """``(service, name)`` of a local function, queue or stream ARN, where

@@ -117,12 +117,8 @@ class QueueService:
         Raises:
             QueueDoesNotExist: no such queue.
         """
-        name = queue
-        if isinstance(queue, str) and queue.startswith("arn:"):
-            service, name = self._arns.parse(queue, "queue")
-            if service != "sqs":
-                raise InvalidParameterValueException(f"{queue!r} is not a queue ARN")
-        if not isinstance(name, str) or self._store.get_queue(name) is None:
+        name = self._arns.name_of(queue, "sqs", "queue") if isinstance(queue, str) else None
+        if name is None or self._store.get_queue(name) is None:
             raise QueueDoesNotExist(f"The specified queue does not exist: {queue!r}")
         return name
 

@@ -107,12 +107,8 @@ class StreamService:
         Raises:
             ResourceNotFoundException: no such stream.
         """
-        name = stream
-        if isinstance(stream, str) and stream.startswith("arn:"):
-            service, name = self._arns.parse(stream, "stream")
-            if service != "kinesis":
-                raise InvalidParameterValueException(f"{stream!r} is not a stream ARN")
-        if not isinstance(name, str) or self._store.get_stream(name) is None:
+        name = self._arns.name_of(stream, "kinesis", "stream") if isinstance(stream, str) else None
+        if name is None or self._store.get_stream(name) is None:
             raise ResourceNotFoundException(f"Stream {stream} not found")
         return name
 

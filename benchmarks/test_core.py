@@ -50,7 +50,8 @@ import psutil
 import pytest
 
 from sandbox import Runtime, _native
-from sandbox.protocol import HEADER, INVOKE, RESULT, encode
+from sandbox.bench.cases import recv_exact, start_echo
+from sandbox.protocol import HEADER, INVOKE, encode
 
 # Rounds per benchmark: the whole run stays well under 90 s on 2 cores.
 ROUNDS: dict[str, Any] = {
@@ -74,49 +75,10 @@ def _rss_mb(pid: int | None = None) -> float:
 # -- floor-roundtrip ------------------------------------------------------------------
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if not n:
-            return None
-        got += n
-    return bytes(buf)
-
-
-def _echo(sock: socket.socket) -> None:
-    """Reads a frame, answers with a RESULT-shaped frame, as an environment does."""
-    while True:
-        head = _recv_exact(sock, HEADER.size)
-        if head is None:
-            return
-        body = _recv_exact(sock, HEADER.unpack(head)[0])
-        if body is None:
-            return
-        frame = msgpack.unpackb(body, raw=False)
-        reply = {"t": RESULT, "id": frame["id"], "payload": b"null", "error_type": None,
-                 "duration_ms": 0.0, "maxrss_kb": 0}
-        body = msgpack.packb(reply, use_bin_type=True)
-        sock.sendall(HEADER.pack(len(body)) + body)
-
-
 @pytest.fixture
 def echo_socket() -> Iterator[socket.socket]:
     """The client end of a socketpair whose other end a forked echo process serves."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # the echo process: never returns into pytest
-        code = 0
-        try:
-            ours.close()
-            _echo(theirs)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    theirs.close()
+    ours, pid = start_echo()
     try:
         yield ours
     finally:
@@ -141,9 +103,9 @@ def test_floor_roundtrip(benchmark: Any, echo_socket: socket.socket) -> None:
 
     def roundtrip() -> dict[str, Any] | None:
         sock.sendall(encode(frame))
-        head = _recv_exact(sock, HEADER.size)
+        head = recv_exact(sock, HEADER.size)
         assert head is not None
-        body = _recv_exact(sock, HEADER.unpack(head)[0])
+        body = recv_exact(sock, HEADER.unpack(head)[0])
         assert body is not None
         return msgpack.unpackb(body, raw=False)
 

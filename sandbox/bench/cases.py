@@ -182,7 +182,7 @@ class CaseSet:
                   _native.fork_exit_wait, "fork + _exit + waitpid, timed in C")
         self._add("floor-os-fork", "floor", None, None, 40, _os_fork_samples,
                   "os.fork + os._exit + os.waitpid from this process")
-        self._echo_sock, self._echo_pid = _start_echo()
+        self._echo_sock, self._echo_pid = start_echo()
         self._add("floor-roundtrip", "floor", None, None, 400,
                   _roundtrip_sampler(self._echo_sock),
                   "one framed msgpack INVOKE/RESULT over a socketpair to a forked echo")
@@ -381,7 +381,8 @@ def _os_fork_samples(n: int) -> list[float]:
 # -- the socketpair echo ------------------------------------------------------------
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+def recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    """Exactly ``size`` bytes from ``sock``; None at end of stream."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -396,8 +397,8 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
 def _echo(sock: socket.socket) -> None:
     """Answers each frame with a RESULT-shaped frame, as an environment does."""
     while True:
-        head = _recv_exact(sock, HEADER.size)
-        body = _recv_exact(sock, HEADER.unpack(head)[0]) if head is not None else None
+        head = recv_exact(sock, HEADER.size)
+        body = recv_exact(sock, HEADER.unpack(head)[0]) if head is not None else None
         if body is None:
             return
         frame = msgpack.unpackb(body, raw=False)
@@ -406,7 +407,9 @@ def _echo(sock: socket.socket) -> None:
         sock.sendall(encode(reply))
 
 
-def _start_echo() -> tuple[socket.socket, int]:
+def start_echo() -> tuple[socket.socket, int]:
+    """A forked process answering INVOKE frames on a socketpair, as an
+    environment would (the floor-roundtrip case); returns our end and its pid."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # the echo process: never returns into the caller
@@ -433,8 +436,8 @@ def _roundtrip_sampler(sock: socket.socket) -> Sampler:
         for _ in range(n):
             t0 = time.perf_counter()
             sock.sendall(encode(frame))
-            head = _recv_exact(sock, HEADER.size)
-            body = _recv_exact(sock, HEADER.unpack(head)[0]) if head is not None else None
+            head = recv_exact(sock, HEADER.size)
+            body = recv_exact(sock, HEADER.unpack(head)[0]) if head is not None else None
             if body is None:
                 raise ServiceException("the echo process closed the socketpair")
             msgpack.unpackb(body, raw=False)

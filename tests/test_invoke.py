@@ -47,8 +47,9 @@ def test_fresh_environment_does_not_keep_globals(runtime, actions, start):
     assert r.report["init_duration_ms"] is not None
 
 
-def test_snapshot_init_runs_once_per_zygote(host_runtime, make_function, tmp_path):
-    """INIT (module top level) runs in the zygote; forked environments inherit it."""
+def _init_marker_function(make_function, rt, tmp_path, start):
+    """Function "f", whose INIT appends its pid to the returned file and whose
+    handler returns its pid (isolation off: it writes a host file)."""
     marker = tmp_path / "inits"
     make_function("f", f"""
         import os
@@ -56,7 +57,13 @@ def test_snapshot_init_runs_once_per_zygote(host_runtime, make_function, tmp_pat
             f.write(str(os.getpid()) + "\\n")
         def handler(event, context):
             return os.getpid()
-        """, rt=host_runtime, start="snapshot")
+        """, rt=rt, start=start)
+    return marker
+
+
+def test_snapshot_init_runs_once_per_zygote(host_runtime, make_function, tmp_path):
+    """INIT (module top level) runs in the zygote; forked environments inherit it."""
+    marker = _init_marker_function(make_function, host_runtime, tmp_path, "snapshot")
     pids = []
     for _ in range(3):
         pids.append(host_runtime.invoke("f", {}).payload)
@@ -68,14 +75,7 @@ def test_snapshot_init_runs_once_per_zygote(host_runtime, make_function, tmp_pat
 
 
 def test_cold_init_runs_per_environment(host_runtime, make_function, tmp_path):
-    marker = tmp_path / "inits"
-    make_function("f", f"""
-        import os
-        with open({str(marker)!r}, "a") as f:
-            f.write(str(os.getpid()) + "\\n")
-        def handler(event, context):
-            return os.getpid()
-        """, rt=host_runtime, start="cold")
+    marker = _init_marker_function(make_function, host_runtime, tmp_path, "cold")
     pids = []
     for _ in range(2):
         pids.append(host_runtime.invoke("f", {}).payload)

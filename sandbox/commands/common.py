@@ -186,6 +186,16 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
+def report_done(args: Any, document: Any, text: str) -> int:
+    """Prints what a command did: ``document`` with ``--output json``, else
+    ``text``; returns EXIT_OK."""
+    if args.output == "json":
+        print_json(document)
+    else:
+        print(text)
+    return EXIT_OK
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -17,6 +17,7 @@ from .common import (
     print_json,
     print_table,
     progress,
+    report_done,
     run_command,
     strip_metadata,
 )
@@ -147,11 +148,7 @@ def create_function(args: argparse.Namespace) -> int:
                     Role=args.role or DEFAULT_ROLE, Handler=args.handler, Code=code_spec,
                     MemorySize=args.memory, Timeout=args.timeout,
                     Environment={"Variables": environment}, Description=args.description))
-        if args.output == "json":
-            print_json(config)
-        else:
-            print(f"created {config['FunctionArn']}")
-        return EXIT_OK
+        return report_done(args, config, f"created {config['FunctionArn']}")
 
     return run_command(body)
 
@@ -163,10 +160,6 @@ def delete_function(args: argparse.Namespace) -> int:
                 api.runtime.delete_function(args.name)
             else:
                 api.call("delete_function", FunctionName=args.name)
-        if args.output == "json":
-            print_json({"Deleted": args.name})
-        else:
-            print(f"deleted {args.name}")
-        return EXIT_OK
+        return report_done(args, {"Deleted": args.name}, f"deleted {args.name}")
 
     return run_command(body)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..http.operations import LAMBDA_TRUST_POLICY
-from .common import EXIT_OK, EXIT_USAGE, add_output, add_state_dir, fail, print_json, run_command
+from .common import EXIT_USAGE, add_output, add_state_dir, fail, report_done, run_command
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,11 +49,7 @@ def create_role(args: argparse.Namespace) -> int:
 
         with Runtime(state_dir=args.state_dir) as runtime:
             arn = runtime.create_role(args.name, trust, policies)
-        if args.output == "json":
-            print_json({"Arn": arn})
-        else:
-            print(f"created {arn}")
-        return EXIT_OK
+        return report_done(args, {"Arn": arn}, f"created {arn}")
 
     return run_command(body)
 
@@ -64,10 +60,6 @@ def delete_role(args: argparse.Namespace) -> int:
 
         with Runtime(state_dir=args.state_dir) as runtime:
             runtime.delete_role(args.arn)
-        if args.output == "json":
-            print_json({"Deleted": args.arn})
-        else:
-            print(f"deleted {args.arn}")
-        return EXIT_OK
+        return report_done(args, {"Deleted": args.arn}, f"deleted {args.arn}")
 
     return run_command(body)

@@ -24,11 +24,11 @@ from ..errors import (
     ResourceConflictException,
     ResourceNotFoundException,
 )
+from .principals import is_account_id
 
 # Patterns of Lambda's AddPermission API reference.
 _STATEMENT_ID = re.compile(r"^[a-zA-Z0-9\-_.]{1,100}$")
 _ACTION = re.compile(r"^(lambda:[*]|lambda:[a-zA-Z]+|[*])$")
-_ACCOUNT_ID = re.compile(r"^\d{12}$")
 _IAM_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:(root|user/.+|role/.+)$")
 _SERVICE = re.compile(r"^[a-z0-9.-]+\.amazonaws\.com$")
 _ARN = re.compile(r"^arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\-])+:([a-z]{2}(-gov)?-[a-z]+-\d)?:"
@@ -58,7 +58,7 @@ def build_statement(function_arn: str, statement_id: str, action: str, principal
     principal_element: Any
     if principal == "*":
         principal_element = "*"
-    elif _ACCOUNT_ID.match(principal):
+    elif is_account_id(principal):
         principal_element = {"AWS": f"arn:aws:iam::{principal}:root"}
     elif _IAM_ARN.match(principal):
         principal_element = {"AWS": principal}
@@ -69,7 +69,7 @@ def build_statement(function_arn: str, statement_id: str, action: str, principal
                        f"try again. (got {principal!r})")
     conditions: dict[str, dict[str, str]] = {}
     if source_account is not None:
-        if not isinstance(source_account, str) or not _ACCOUNT_ID.match(source_account):
+        if not is_account_id(source_account):
             raise _invalid(f"source_account must be a 12-digit account id, "
                            f"got {source_account!r}")
         conditions.setdefault("StringEquals", {})["AWS:SourceAccount"] = source_account

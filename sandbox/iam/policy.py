@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import MalformedPolicyDocumentException
 from .conditions import Condition, parse_conditions
+from .principals import is_account_id
 
 IDENTITY = "identity"
 RESOURCE = "resource"
@@ -33,7 +34,6 @@ PRINCIPAL_TYPES = ("AWS", "Service", "Federated", "CanonicalUser")
 _DOCUMENT_KEYS = {"Version", "Id", "Statement"}
 _STATEMENT_KEYS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction",
                    "Resource", "NotResource", "Condition"}
-_ACCOUNT_ID = re.compile(r"^\d{12}$")
 _IAM_SID = re.compile(r"^[0-9A-Za-z]*$")
 _IAM_ARN = re.compile(
     r"^arn:aws[a-z-]*:(iam::\d{12}:(root|user/.+|role/.+|federated-user/.+)"
@@ -253,7 +253,7 @@ def _parse_principal(raw: Any, where: str) -> PrincipalSet:
                 if item == "*":
                     everyone = True
                     continue
-                if _ACCOUNT_ID.match(item):
+                if is_account_id(item):
                     item = f"arn:aws:iam::{item}:root"
                 elif not _IAM_ARN.match(item) or "*" in item or "?" in item:
                     raise _fail(bad)

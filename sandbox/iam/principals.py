@@ -21,6 +21,11 @@ SERVICE = "service"
 LAMBDA_SERVICE = "lambda.amazonaws.com"
 
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+def is_account_id(value: object) -> bool:
+    """Whether ``value`` is an AWS account id: a string of 12 digits."""
+    return isinstance(value, str) and _ACCOUNT_ID.match(value) is not None
 _ROOT_ARN = re.compile(r"^arn:aws:iam::(\d{12}):root$")
 _SERVICE_NAME = re.compile(r"^[a-z0-9.-]+\.amazonaws\.com$")
 
@@ -89,7 +94,7 @@ def service(name: str, source_arn: str | None = None,
 def parse_caller(text: str) -> Principal:
     """A caller from text: a 12-digit account id or root ARN (that account's
     root) or a service name. Users and roles are resolved by the registry."""
-    if _ACCOUNT_ID.match(text):
+    if is_account_id(text):
         return account_root(text)
     match = _ROOT_ARN.match(text)
     if match:
@@ -102,6 +107,6 @@ def parse_caller(text: str) -> Principal:
 
 
 def _check_account(account: str) -> None:
-    if not isinstance(account, str) or not _ACCOUNT_ID.match(account):
+    if not is_account_id(account):
         raise InvalidParameterValueException(
             f"an account id is 12 digits, got {account!r}")

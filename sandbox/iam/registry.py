@@ -26,7 +26,14 @@ from ..errors import (
 from ..store import Store
 from . import function_policy
 from .policy import IDENTITY, RESOURCE, TRUST, Policy, parse_policy
-from .principals import ASSUMED_ROLE, Principal, parse_caller, role_session, user
+from .principals import (
+    ASSUMED_ROLE,
+    Principal,
+    is_account_id,
+    parse_caller,
+    role_session,
+    user,
+)
 from .principals import USER as USER_KIND
 
 USER = "user"
@@ -35,7 +42,6 @@ ORGANIZATION = "organization"
 FUNCTION_POLICY = "function_policy"
 
 _NAME = re.compile(rf"^[\w+=,.@-]{{1,{IAM_NAME_MAX}}}$")
-_ACCOUNT_ID = re.compile(r"^\d{12}$")
 _ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 _ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
 _USER_ARN = re.compile(r"^arn:aws:iam::(\d{12}):user/(?:.*/)?([\w+=,.@-]+)$")
@@ -108,7 +114,7 @@ class IamRegistry:
         """Creates an IAM user with identity policies; returns its ARN."""
         _check_name("user", name)
         account = self.account_id if account is None else account
-        if not isinstance(account, str) or not _ACCOUNT_ID.match(account):
+        if not is_account_id(account):
             raise InvalidParameterValueException(f"account must be 12 digits, got {account!r}")
         parsed = _parse_all(policies, IDENTITY)
         principal = user(account, name)
@@ -205,7 +211,7 @@ class IamRegistry:
     def set_organization(self, account: str, organization_id: str | None) -> None:
         """Puts an account in an organization (None: in none): the
         ``aws:PrincipalOrgID`` of its principals."""
-        if not isinstance(account, str) or not _ACCOUNT_ID.match(account):
+        if not is_account_id(account):
             raise InvalidParameterValueException(f"account must be 12 digits, got {account!r}")
         with self._lock:
             if organization_id is None:

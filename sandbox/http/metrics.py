@@ -120,18 +120,16 @@ class Metrics:
         elif function_error is not None:
             self.errors.labels(function, invocation_type, function_error).inc()
         if report:
-            start = str(report.get("start", "unknown"))
-            if report.get("duration_ms") is not None:
-                self.duration.labels(function, start).observe(report["duration_ms"] / 1000.0)
-            if report.get("init_duration_ms") is not None:
-                self.init_duration.labels(function, start).observe(
-                    report["init_duration_ms"] / 1000.0)
+            self._observe_durations(function, report)
 
     def record_delivery(self, function: str, source: str, result: Any) -> None:
         """An invocation listener (``Runtime.add_invocation_listener``): counts
         one invocation made by asynchronous delivery or a mapping, and its durations."""
         self.deliveries.labels(function, source, result.function_error or "Success").inc()
-        report = result.report or {}
+        self._observe_durations(function, result.report or {})
+
+    def _observe_durations(self, function: str, report: dict[str, Any]) -> None:
+        """An invocation report's duration and INIT duration, by start kind."""
         start = str(report.get("start", "unknown"))
         if report.get("duration_ms") is not None:
             self.duration.labels(function, start).observe(report["duration_ms"] / 1000.0)

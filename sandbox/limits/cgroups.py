@@ -254,6 +254,9 @@ class CgroupBackend:
         self.parents = parents
         name = runtime_dir_name()
         self.runtime_dirs = {key: os.path.join(p, name) for key, p in parents.items()}
+        # Whether environments' CPU can be limited: on v1, where a cpu
+        # hierarchy is mounted; on v2, where setup could enable the controller.
+        self.cpu_quota = "cpu" in parents
 
     def setup(self) -> int:
         """Creates this Runtime's directory; sweeps stale ones. Returns the

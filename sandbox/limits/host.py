@@ -112,8 +112,7 @@ class HostLimits:
         backend = self.cgroup
         version = backend.version if backend is not None else None
         enforced = backend is not None
-        cpu_quota = backend is not None and (
-            getattr(backend, "cpu_quota", False) if version == 2 else "cpu" in backend.parents)
+        cpu_quota = backend is not None and backend.cpu_quota
         return {
             "cgroup": {
                 "version": version,

@@ -162,17 +162,25 @@ cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogi
         _report_and_exit(err_fd, errno, STAGE_CAPABILITIES)
 
 
-cdef bint _parent_gone(pid_t zygote_pid, const sandbox_isolation *iso) noexcept nogil:
-    """Whether the zygote died before the parent-death signal was armed. In a
-    pid namespace of its own the child sees its parent as pid 0, so it polls
-    a pidfd of the zygote instead (readable once the zygote has exited)."""
+cdef void _die_with_zygote(int err_fd, pid_t zygote_pid,
+                           const sandbox_isolation *iso) noexcept nogil:
+    """Arms the parent-death signal, then checks that the zygote did not die
+    before it was armed. In a pid namespace of its own the child sees its
+    parent as pid 0, so it polls a pidfd of the zygote instead (readable once
+    the zygote has exited)."""
     cdef pollfd p
+    cdef bint gone
+    if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
+        _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
     if iso.parent_pidfd >= 0:
         p.fd = iso.parent_pidfd
         p.events = POLLIN
         p.revents = 0
-        return poll(&p, 1, 0) != 0
-    return getppid() != zygote_pid
+        gone = poll(&p, 1, 0) != 0
+    else:
+        gone = getppid() != zygote_pid
+    if gone:
+        _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
 
 
 cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
@@ -193,12 +201,8 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     if setsid() < 0:
         _report_and_exit(err_fd, errno, STAGE_SETSID)
 
-    # Die with the zygote. If it already died between fork and here, the
-    # signal was never armed, so check the parent explicitly.
-    if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
-        _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
-    if _parent_gone(zygote_pid, iso):
-        _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
+    # Die with the zygote.
+    _die_with_zygote(err_fd, zygote_pid, iso)
 
     # Into the environment's cgroup before anything of the function runs.
     # "0" means the writing process, on cgroup v1 and v2 alike.
@@ -211,10 +215,7 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     _child_isolate(err_fd, iso)
     if iso.switch_ids:
         # A change of credentials cleared the parent-death signal: arm it again.
-        if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
-            _report_and_exit(err_fd, errno, STAGE_PDEATHSIG)
-        if _parent_gone(zygote_pid, iso):
-            _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
+        _die_with_zygote(err_fd, zygote_pid, iso)
 
     c = fcntl(chan_fd, F_DUPFD, <int>SCRATCH_FD)
     l = fcntl(log_fd, F_DUPFD, <int>SCRATCH_FD)

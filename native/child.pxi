@@ -9,7 +9,7 @@ cdef extern from *:
     static const char *const sandbox_stage_names[] = {
         "signals", "setsid", "pdeathsig", "fds", "exec", "cgroup", "rlimit",
         "unshare", "mounts", "loopback", "hostname", "capabilities", "ids",
-        "no_new_privs", "seccomp", "network_namespace",
+        "no_new_privs", "seccomp", "network_namespace", "user_namespace",
     };
     """
     const char *const sandbox_stage_names[]
@@ -20,7 +20,9 @@ cdef extern from "isolation.h" nogil:
         void *filter
     ctypedef struct sandbox_isolation:
         int unshare_flags
+        int user_namespace
         int private_mounts
+        int tmp_only
         const char *tmp_options
         char **keep_paths
         int n_keep_paths
@@ -45,6 +47,8 @@ cdef extern from "isolation.h" nogil:
     int sandbox_loopback_up()
     int sandbox_drop_capabilities()
     int sandbox_isolate_ids(const sandbox_isolation *iso)
+    int sandbox_switch_ids(const sandbox_isolation *iso)
+    int sandbox_clear_capabilities()
     int sandbox_load_seccomp(const sandbox_isolation *iso)
     int SANDBOX_MAX_KEEP_PATHS
     int PR_SET_NO_NEW_PRIVS
@@ -67,6 +71,7 @@ cdef enum Stage:
     STAGE_NO_NEW_PRIVS = 13
     STAGE_SECCOMP = 14
     STAGE_NETWORK_NAMESPACE = 15
+    STAGE_USER_NAMESPACE = 16
 
 # The fd layout every execution environment starts with.
 cdef enum:
@@ -162,6 +167,50 @@ cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogi
         _report_and_exit(err_fd, errno, STAGE_CAPABILITIES)
 
 
+cdef void _set_rlimits(int err_fd, const ChildLimits *limits) noexcept nogil:
+    cdef int i
+    for i in range(limits.n_rlimits):
+        if setrlimit(limits.rlimit_resources[i], &limits.rlimit_values[i]) != 0:
+            _report_and_exit(err_fd, errno, STAGE_RLIMIT)
+
+
+cdef void _child_isolate_in_user_namespace(int err_fd, int chan_fd,
+                                           const sandbox_isolation *iso) noexcept nogil:
+    """The isolation of a child of a function zygote, which has no capability
+    left (it ran the function's INIT): a user namespace of its own holds the
+    new namespaces and the capabilities to set them up, for this child alone.
+
+    The dispatcher, which alone may, maps the environment's uid and gid into
+    the namespace and moves the child into its cgroup: the child asks by
+    writing one byte on its channel (the kernel attaches its true pid) and
+    waits for the answer. Then ids, mounts, network, hostname, and last every
+    capability goes, bounding set included."""
+    cdef char answer = 0
+    cdef ssize_t n
+    if unshare(CLONE_NEWUSER | iso.unshare_flags) != 0:
+        _report_and_exit(err_fd, errno, STAGE_USER_NAMESPACE)
+    if write(chan_fd, b"U", 1) != 1:
+        _report_and_exit(err_fd, errno, STAGE_USER_NAMESPACE)
+    n = read(chan_fd, &answer, 1)
+    while n < 0 and errno == EINTR:
+        n = read(chan_fd, &answer, 1)
+    if n != 1 or answer != b"G":
+        _report_and_exit(err_fd, errno if n < 0 else EPROTO, STAGE_USER_NAMESPACE)
+    if iso.switch_ids and sandbox_switch_ids(iso) != 0:
+        _report_and_exit(err_fd, errno, STAGE_IDS)
+    if iso.private_mounts and sandbox_setup_mounts(iso) != 0:
+        _report_and_exit(err_fd, errno, STAGE_MOUNTS)
+    if iso.loopback_up and sandbox_loopback_up() != 0:
+        _report_and_exit(err_fd, errno, STAGE_LOOPBACK)
+    if iso.hostname != NULL and sethostname(iso.hostname, strlen(iso.hostname)) != 0:
+        _report_and_exit(err_fd, errno, STAGE_HOSTNAME)
+    # Leaving a uid that is not 0 keeps capabilities: clear them explicitly.
+    if sandbox_drop_capabilities() != 0 or sandbox_clear_capabilities() != 0:
+        _report_and_exit(err_fd, errno, STAGE_CAPABILITIES)
+    if iso.no_new_privs and prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        _report_and_exit(err_fd, errno, STAGE_NO_NEW_PRIVS)
+
+
 cdef void _die_with_zygote(int err_fd, pid_t zygote_pid,
                            const sandbox_isolation *iso) noexcept nogil:
     """Arms the parent-death signal, then checks that the zygote did not die
@@ -209,10 +258,16 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     for i in range(limits.n_cgroup_fds):
         if write(limits.cgroup_fds[i], b"0", 1) != 1:
             _report_and_exit(err_fd, errno, STAGE_CGROUP)
-    for i in range(limits.n_rlimits):
-        if setrlimit(limits.rlimit_resources[i], &limits.rlimit_values[i]) != 0:
-            _report_and_exit(err_fd, errno, STAGE_RLIMIT)
-    _child_isolate(err_fd, iso)
+    if iso.user_namespace:
+        # RLIMIT_NPROC counts the processes of a uid in a user namespace, and
+        # of the namespace's owner (the zygote's uid) above it, up to the
+        # limit its creator had: that must stay the zygote's (none), or the
+        # environments of one function would share one budget.
+        _child_isolate_in_user_namespace(err_fd, chan_fd, iso)
+        _set_rlimits(err_fd, limits)
+    else:
+        _set_rlimits(err_fd, limits)
+        _child_isolate(err_fd, iso)
     if iso.switch_ids:
         # A change of credentials cleared the parent-death signal: arm it again.
         _die_with_zygote(err_fd, zygote_pid, iso)

@@ -39,7 +39,12 @@
 
 typedef struct {
     int unshare_flags;           /* CLONE_NEW* for this child alone */
+    int user_namespace;          /* the namespaces above go in a user namespace of the
+                                    child's own, whose ids the dispatcher maps (and
+                                    which it places in its cgroup) while it waits */
     int private_mounts;          /* a mount namespace of its own is set up */
+    int tmp_only;                /* mounts: only a fresh /tmp and /dev/shm (the rest was
+                                    made read-only by the zygote, and stays locked so) */
     const char *tmp_options;     /* tmpfs options for /tmp and /dev/shm */
     char **keep_paths;           /* directories under /tmp or a mask to stay visible
                                     (writable copies: mkdir -p edits them in place) */
@@ -72,9 +77,10 @@ struct sandbox_mount_attr {
     unsigned long long userns_fd;
 };
 
-/* mkdir -p of path (an absolute path in a writable buffer), then a read-only
- * bind of the directory open as fd onto it. */
-static int sandbox_expose(char *path, int fd) {
+/* mkdir -p of path (an absolute path in a writable buffer), then a bind of
+ * the directory open as fd onto it, made read-only by a remount (``remount``)
+ * or read-only already because its source mount is, and locked so. */
+static int sandbox_expose(char *path, int fd, int remount) {
     char source[32];
     char *p;
     int i = 0, n;
@@ -102,6 +108,8 @@ static int sandbox_expose(char *path, int fd) {
     }
     if (mount(source, path, NULL, MS_BIND | MS_REC, NULL) != 0)
         return -1;
+    if (!remount)
+        return 0;
     return mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
 }
 
@@ -111,23 +119,29 @@ static int sandbox_expose(char *path, int fd) {
  * tmpfs, which also hides the rest of them. Directories the environment needs
  * under /tmp or a mask (its code, the interpreter) are bound back, read-only,
  * at their own paths. Last, a /proc of its own that lists only the processes
- * it may ptrace (hidepid=2), so that it sees no other environment. */
+ * it may ptrace (hidepid=2), so that it sees no other environment.
+ *
+ * With tmp_only (a child of a function zygote, in a user namespace of its
+ * own), the zygote did all of that already: only /tmp and /dev/shm are new,
+ * and the directories under /tmp are bound back from the zygote's. */
 static int sandbox_setup_mounts(const sandbox_isolation *iso) {
     struct sandbox_mount_attr attr;
     int fds[SANDBOX_MAX_KEEP_PATHS];
     int i, n = iso->n_keep_paths < SANDBOX_MAX_KEEP_PATHS ? iso->n_keep_paths
                                                           : SANDBOX_MAX_KEEP_PATHS;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+    if (!iso->tmp_only && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
         return -1;
     for (i = 0; i < n; i++) {
         fds[i] = open(iso->keep_paths[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (fds[i] < 0)
             return -1;
     }
-    memset(&attr, 0, sizeof(attr));
-    attr.attr_set = MOUNT_ATTR_RDONLY;
-    if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attr, sizeof(attr)) != 0)
-        return -1;
+    if (!iso->tmp_only) {
+        memset(&attr, 0, sizeof(attr));
+        attr.attr_set = MOUNT_ATTR_RDONLY;
+        if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attr, sizeof(attr)) != 0)
+            return -1;
+    }
     if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, iso->tmp_options) != 0)
         return -1;
     for (i = 0; i < iso->n_mask_paths; i++) {
@@ -136,7 +150,7 @@ static int sandbox_setup_mounts(const sandbox_isolation *iso) {
             return -1;
     }
     for (i = 0; i < n; i++) {
-        if (sandbox_expose(iso->keep_paths[i], fds[i]) != 0)
+        if (sandbox_expose(iso->keep_paths[i], fds[i], !iso->tmp_only) != 0)
             return -1;
         close(fds[i]);
     }
@@ -208,7 +222,9 @@ static int sandbox_clear_capabilities(void) {
 }
 
 static int sandbox_switch_ids(const sandbox_isolation *iso) {
-    if (setgroups(0, NULL) != 0)
+    /* In a user namespace of its own, setgroups(2) is denied (the dispatcher
+     * wrote "deny"); its zygote emptied the groups it inherits. */
+    if (!iso->user_namespace && setgroups(0, NULL) != 0)
         return -1;
     if (setresgid(iso->gid, iso->gid, iso->gid) != 0)
         return -1;

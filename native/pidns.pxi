@@ -153,6 +153,17 @@ def forget_namespace_init(pid_t pid):
     return True
 
 
+cdef void _forget_pid_namespaces() noexcept:
+    """A snapshot child's view: the parent's inits and fds are not its own
+    (the fds were closed by the child's set-up)."""
+    global _own_pidns_fd, _self_pidfd, _self_pidfd_owner
+    _namespace_inits.clear()
+    _init_owners.clear()
+    _own_pidns_fd = -1
+    _self_pidfd = -1
+    _self_pidfd_owner = 0
+
+
 cdef void _register_init(pid_t pid, pid_t init_pid) noexcept:
     _namespace_inits[pid] = init_pid
     _init_owners[init_pid] = pid

@@ -29,7 +29,8 @@ cdef extern from "<seccomp.h>" nogil:
 
 
 def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=(),
-                    deny_clone_flags=()):
+                    deny_clone_flags=(), unshare_user_namespace_with=None,
+                    mount_only_with=None):
     """A BPF program that kills the process (SIGSYS) on a denied system call.
 
     Args:
@@ -97,6 +98,11 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=(),
                 rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(38), nr, 0, NULL)  # ENOSYS
                 if rc < 0:
                     raise OSError(-rc, "seccomp rule for clone3")
+        if unshare_user_namespace_with is not None:
+            _deny_unshare_without_user_namespace(ctx)
+            _deny_flags_outside(ctx, b"unshare", 0, CLONE_NEWUSER | unshare_user_namespace_with)
+        if mount_only_with is not None:
+            _deny_flags_outside(ctx, b"mount", 3, mount_only_with)
         fd = _os.memfd_create("seccomp", 1)  # MFD_CLOEXEC
         try:
             rc = seccomp_export_bpf(ctx, fd)
@@ -108,3 +114,37 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=(),
     finally:
         seccomp_release(ctx)
     return program, unknown
+
+
+
+cdef _deny_unshare_without_user_namespace(scmp_filter_ctx ctx):
+    cdef scmp_arg_cmp cmp
+    cdef int rc
+    cmp.arg = 0
+    cmp.op = SCMP_CMP_MASKED_EQ
+    cmp.datum_a = CLONE_NEWUSER
+    cmp.datum_b = 0
+    rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS,
+                                seccomp_syscall_resolve_name(b"unshare"), 1, &cmp)
+    if rc < 0:
+        raise OSError(-rc, "seccomp rule for unshare without CLONE_NEWUSER")
+
+
+cdef _deny_flags_outside(scmp_filter_ctx ctx, bytes name, unsigned int arg,
+                         unsigned long allowed):
+    """Kills ``name`` when its flags argument ``arg`` has a bit outside
+    ``allowed``: one rule per bit, since a BPF comparison cannot say 'any bit
+    outside this mask'."""
+    cdef scmp_arg_cmp cmp
+    cdef int nr = seccomp_syscall_resolve_name(name)
+    cdef int rc, bit
+    cmp.arg = arg
+    cmp.op = SCMP_CMP_MASKED_EQ
+    for bit in range(32):
+        if allowed & (1 << bit):
+            continue
+        cmp.datum_a = 1 << bit
+        cmp.datum_b = 1 << bit
+        rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS, nr, 1, &cmp)
+        if rc < 0:
+            raise OSError(-rc, f"seccomp rule for {name.decode()} flag {1 << bit:#x}")

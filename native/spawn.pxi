@@ -93,7 +93,9 @@ cdef object _prepare_isolation(sandbox_isolation *iso, sock_fprog *prog, object 
     if spec.get("netns_fd") is not None:
         iso.netns_fd = spec["netns_fd"]
     iso.unshare_flags = spec.get("unshare", 0)
+    iso.user_namespace = bool(spec.get("user_namespace"))
     iso.private_mounts = bool(spec.get("private_mounts"))
+    iso.tmp_only = bool(spec.get("tmp_only"))
     options = _os.fsencode(spec.get("tmp_options") or "mode=1777")
     keepalive.append(options)
     iso.tmp_options = <const char *>options
@@ -150,7 +152,10 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     hard)`` triples), then takes the ``isolation`` steps (a mapping: unshare
     flags, private_mounts, tmp_options, keep_paths, mask_paths, mount_proc,
     hostname, loopback_up, drop_capabilities, uid and gid, no_new_privs,
-    undumpable, seccomp program bytes, netns_fd from
+    undumpable, seccomp program bytes, user_namespace and tmp_only for a
+    child of a zygote without capabilities (see
+    _child_isolate_in_user_namespace: it asks for its ids on ``chan_fd``
+    and waits for the answer before its set-up goes on), netns_fd from
     prepare_network_namespace(), pid_namespace_ahead from
     prepare_pid_namespace()). With ``pid_namespace`` (and
     ``init_path``, the sandbox-init program) the child is pid 2 of a pid
@@ -244,6 +249,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
                 _report_and_exit(CHILD_ERROR_FD, errno, STAGE_EXEC)
             close(CHILD_ERROR_FD)
             PyOS_AfterFork_Child()
+            _forget_parent_state()
             return 0
         saved_errno = errno
         if new_pidns:
@@ -274,6 +280,14 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
         _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
         raise SpawnError(int(hex_errno, 16), stage)
     return pid
+
+
+cdef void _forget_parent_state() noexcept:
+    """In a snapshot child: the parent's namespaces and fds (closed by the
+    set-up) are not its own; a function zygote spawns children of its own."""
+    global _base_netns_fd
+    _base_netns_fd = -1
+    _forget_pid_namespaces()
 
 
 def enter_network_namespace():

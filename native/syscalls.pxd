@@ -14,6 +14,7 @@ cdef extern from "<errno.h>" nogil:
         ECHILD
         ESRCH
         EBADF
+        EPROTO
 
 
 cdef extern from "<signal.h>" nogil:
@@ -82,6 +83,7 @@ cdef extern from "<sched.h>" nogil:
     enum:
         CLONE_NEWPID
         CLONE_NEWNET
+        CLONE_NEWUSER
 cdef extern from "<spawn.h>" nogil:
     # parent only; NULL file actions and attributes
     int posix_spawn(pid_t *pid, const char *path, const void *file_actions,

@@ -7,7 +7,7 @@ import datetime
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .constants import (
@@ -32,6 +32,8 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 # module path (dots or slashes between identifiers), a dot, the function name
 _HANDLER = re.compile(rf"^{_IDENTIFIER}(?:[./]{_IDENTIFIER})*\.{_IDENTIFIER}$")
 _ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]+$")
+_MODULE = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})*$")
+PRELOAD_MAX = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,8 @@ class FunctionConfig:
     last_modified: str
     network: str = "none"
     role: str | None = None  # the execution role's ARN (sandbox/iam)
+    # Packages its INIT imports, held by a zygote-tree node it may fork from.
+    preload: tuple[str, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -58,7 +62,7 @@ class FunctionConfig:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> FunctionConfig:
-        return cls(**record)
+        return cls(**dict(record, preload=tuple(record.get("preload") or ())))
 
     def to_lambda(self, arn: str) -> dict[str, Any]:
         """The FunctionConfiguration shape of Lambda's GetFunction/ListFunctions."""
@@ -82,11 +86,27 @@ class FunctionConfig:
             "StartKind": self.start,
             "Network": self.network,
             **({"Role": self.role} if self.role is not None else {}),
+            **({"Preload": list(self.preload)} if self.preload else {}),
         }
 
 
 def _fail(message: str) -> InvalidParameterValueException:
     return InvalidParameterValueException(message)
+
+
+def _preload(preload: Sequence[str] | None) -> tuple[str, ...]:
+    """Module names, sorted and without repeats."""
+    if preload is None:
+        return ()
+    if isinstance(preload, str) or not isinstance(preload, Sequence):
+        raise _fail(f"preload must be a list of module names, got {preload!r}")
+    if len(preload) > PRELOAD_MAX:
+        raise _fail(f"preload names at most {PRELOAD_MAX} modules, got {len(preload)}")
+    for module in preload:
+        if not isinstance(module, str) or not _MODULE.match(module):
+            raise _fail(f"preload entries must be module names like 'json' or "
+                        f"'xml.etree.ElementTree', got {module!r}")
+    return tuple(sorted(set(preload)))
 
 
 def validate(
@@ -100,8 +120,10 @@ def validate(
     description: str = "",
     network: str = "none",
     role: str | None = None,
+    preload: Sequence[str] | None = None,
 ) -> FunctionConfig:
-    """Checks a configuration the way CreateFunction does.
+    """Checks a configuration the way CreateFunction does (``preload``, the
+    packages its INIT imports, is this runtime's own).
 
     Raises:
         InvalidParameterValueException: naming the parameter, the rule and the value.
@@ -146,10 +168,11 @@ def validate(
         raise _fail(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
     if not isinstance(description, str) or len(description) > 256:
         raise _fail("description must be a string of at most 256 characters")
+    modules = _preload(preload)
     now = datetime.datetime.now(datetime.UTC)
     return FunctionConfig(
         name=name, handler=handler, code=code_dir, memory_mb=memory_mb,
         timeout_s=float(timeout_s), environment=env, start=start, description=description,
-        network=network, role=role, revision_id=str(uuid.uuid4()),
+        network=network, role=role, preload=modules, revision_id=str(uuid.uuid4()),
         last_modified=now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000",
     )

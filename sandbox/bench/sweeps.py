@@ -210,14 +210,17 @@ def functions_sweep(config: SweepConfig, step: Callable[[str], None]) -> list[di
 
 
 def _environment_processes(code: str) -> tuple[psutil.Process | None, list[psutil.Process]]:
-    """The zygote (our child) and environments (its children) whose cwd is ``code``."""
-    zygote = None
-    for child in psutil.Process().children():
+    """The zygote (our child, or the base zygote's) and environments (its
+    children) whose cwd is ``code``: snapshot children share the zygote's
+    command line and cwd, so the zygote is the one whose parent is not one."""
+    found: dict[int, psutil.Process] = {}
+    for child in psutil.Process().children(recursive=True):
         try:
             if child.cwd() == code and "sandbox.worker.zygote" in " ".join(child.cmdline()):
-                zygote = child
+                found[child.pid] = child
         except psutil.Error:
             continue
+    zygote = next((p for p in found.values() if p.ppid() not in found), None)
     if zygote is None:
         return None, []
     return zygote, zygote.children()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..limits.cgroups import EnvCgroup
-from ..limits.uids import UidLease
+from ..limits.uids import UidLease, end_processes_of
 from ..protocol import Channel
 
 # Output beyond this per invocation is dropped from the front (the tail is kept).
@@ -176,6 +176,9 @@ class Environment:
             self.cgroup = self.uid_lease = None
         if cgroup is not None:
             cgroup.remove()
+        elif lease is not None:
+            # No cgroup ended its descendants; its uid, its own, finds them.
+            end_processes_of(lease.uid)
         if lease is not None:
             lease.release()
 

@@ -87,12 +87,23 @@ class FunctionPool:
         python_path = tuple(p for p in config.environment.get("PYTHONPATH", "").split(":") if p)
         self.isolation = host.isolation.spec(config.network, config.code,
                                              self.limits.ephemeral_mb, python_path)
-        # A snapshot function's zygote enters an empty network namespace for
-        # INIT, and makes one for each child ahead of time (own_network).
+        # With isolated INIT, a snapshot function's zygote is forked from the
+        # base zygote (the launcher) into the function's isolation and uid,
+        # and its children make user namespaces of their own. Otherwise it is
+        # a fresh interpreter that runs INIT as root: in an empty network
+        # namespace, making one for each child ahead of time (own_network).
         self._zygote_no_network = bool(self.isolation["unshare"] & CLONE_NEWNET)
-        self._snapshot_isolation = dict(self.isolation, loopback_up=False,
-                                        unshare=self.isolation["unshare"] & ~CLONE_NEWNET,
-                                        own_network=self._zygote_no_network)
+        self._zygote_isolation = host.isolation.zygote_spec(
+            config.network, config.code, self.limits.ephemeral_mb, python_path)
+        # Code that only root can read keeps every environment at uid 0.
+        self.isolated_init = (host.isolation.supported["isolated_init"]
+                              and self._zygote_isolation["uid_per_environment"])
+        if self.isolated_init:
+            self._snapshot_isolation = host.isolation.forked_spec(self._zygote_isolation)
+        else:
+            self._snapshot_isolation = dict(self.isolation, loopback_up=False,
+                                            unshare=self.isolation["unshare"] & ~CLONE_NEWNET,
+                                            own_network=self._zygote_no_network)
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher
@@ -223,11 +234,8 @@ class FunctionPool:
             self._zygote = None
             if self.closed:
                 raise ServiceException(f"function {self.config.name} was updated or deleted")
-            zygote = Zygote("function", self.environ("snap-start"), self.config.code,
-                            no_network=self._zygote_no_network,
-                            cgroup=self._new_cgroup(f"zygote-{uuid.uuid4().hex}", ahead=False))
             try:
-                hello = zygote.start(INIT_TIMEOUT_S + BOOT_ALLOWANCE_S)
+                zygote, hello = self._boot_zygote()
             except ZygoteExited as exited:
                 # INIT ended the process (os._exit, a crash, the OOM killer): the
                 # function's error.
@@ -249,6 +257,22 @@ class FunctionPool:
             self._supervisor.watch(zygote)
             self._zygote = zygote
             return zygote
+
+    def _boot_zygote(self) -> tuple[Zygote, dict[str, Any]]:
+        """A new zygote of this function, after its INIT: forked from the base
+        into the function's isolation, or (without isolated INIT) a fresh
+        interpreter in the function's cgroup."""
+        timeout_s = INIT_TIMEOUT_S + BOOT_ALLOWANCE_S
+        name = f"zygote-{uuid.uuid4().hex}"
+        if not self.isolated_init:
+            zygote = Zygote("function", self.environ("snap-start"), self.config.code,
+                            no_network=self._zygote_no_network,
+                            cgroup=self._new_cgroup(name, ahead=False))
+            return zygote, zygote.start(timeout_s)
+        placement = self._placement(name, self._zygote_isolation, ahead=False,
+                                    nproc_limit=False)
+        return Zygote.fork(self._launcher(), self.environ("snap-start"), self.config.code,
+                           placement, timeout_s)
 
     def _new_cgroup(self, name: str, ahead: bool = True) -> EnvCgroup | None:
         """A cgroup with the function's limits, when the host has cgroups. For
@@ -292,20 +316,24 @@ class FunctionPool:
         except CgroupError as exc:
             raise ServiceException(f"cannot create the cgroup {name}: {exc}") from exc
 
-    def _placement(self, env_id: str, isolation: dict[str, Any]) -> Placement:
-        """The new environment's uid (when each has its own), cgroup (when the
-        host has them), rlimits and isolation steps."""
+    def _placement(self, name: str, isolation: dict[str, Any], ahead: bool = True,
+                   nproc_limit: bool = True) -> Placement:
+        """The new environment's (or zygote's) uid (when each has its own),
+        cgroup (when the host has them), rlimits and isolation steps.
+        ``nproc_limit``: RLIMIT_NPROC where the uid is its own (not for a
+        zygote: its children's processes count against its uid too)."""
         lease = (self._host.isolation.lease_uid() if isolation["uid_per_environment"]
                  else None)
         try:
-            cgroup = self._new_cgroup(f"env-{env_id}")
+            cgroup = self._new_cgroup(name if not ahead else f"env-{name}", ahead)
         except BaseException:
             if lease is not None:
                 lease.release()
             raise
         if lease is not None:
             isolation = dict(isolation, uid=lease.uid, gid=lease.uid)
-        return Placement(cgroup, rlimits_for(self.limits, cgroup is not None, lease is not None),
+        return Placement(cgroup, rlimits_for(self.limits, cgroup is not None,
+                                             nproc_limit and lease is not None),
                          isolation, lease)
 
     def _start_snapshot(self, zygote: Zygote, request_id: str) -> Environment:
@@ -314,7 +342,10 @@ class FunctionPool:
         placement = self._placement(env_id, self._snapshot_isolation)
         env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id),
                            placement=placement)
-        self._await_ready(env, started + SNAPSHOT_READY_TIMEOUT_S, request_id)
+        deadline = started + SNAPSHOT_READY_TIMEOUT_S
+        if zygote.forked is not None:
+            self._admit(zygote, env, deadline)
+        self._await_ready(env, deadline, request_id)
         env.restore_ms = (time.monotonic() - started) * 1000.0
         env.init_ms = zygote.hello.get("init_ms")
         return env
@@ -330,6 +361,24 @@ class FunctionPool:
                              placement=placement)
         self._await_ready(env, time.monotonic() + INIT_TIMEOUT_S + BOOT_ALLOWANCE_S, request_id)
         return env
+
+    @staticmethod
+    def _admit(zygote: Zygote, env: Environment, deadline: float) -> None:
+        """Sets up the user namespace a forked zygote's child asks for.
+
+        Raises:
+            ServiceException: the child failed first, or could not be set up.
+        """
+        try:
+            zygote.admit(env, deadline)
+        except ServiceException as exc:
+            # A set-up step failed in the zygote's child: its report says which.
+            record = env.wait_exit(0.2)
+            env.kill()
+            if record is not None and record.spawn_error is not None:
+                raise ServiceException(
+                    f"cannot start an environment: {record.spawn_error}") from None
+            raise exc
 
     def _await_ready(self, env: Environment, deadline: float, request_id: str) -> None:
         """Waits for the new environment's READY (after its INIT, when cold).

@@ -135,8 +135,10 @@ class Supervisor:
             return
         kind = frame["t"]
         if kind == SPAWNED:
+            # A forked zygote's pids are of its own pid namespace, and its word
+            # is not taken: its children's pids come from the kernel (admit).
             env = zygote.envs.get(frame["env"])
-            if env is not None and not env.pid:
+            if env is not None and not env.pid and zygote.forked is None:
                 env.mark_spawned(frame["pid"])
         elif kind == EXITED:
             env = zygote.envs.pop(frame.get("env") or "", None)

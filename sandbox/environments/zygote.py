@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ProtocolError, ServiceException
 from ..limits.cgroups import EnvCgroup
+from ..limits.userns import admit_child
 from ..protocol import (
     HELLO,
     MAX_CONTROL_FRAME,
@@ -42,17 +46,85 @@ def new_memfd(name: str) -> int:
 class ZygoteExited(Exception):
     """The zygote process ended before its HELLO: INIT exited or crashed."""
 
-    def __init__(self, returncode: int, output: bytes, out_of_memory: bool) -> None:
-        super().__init__(f"zygote exited with return code {returncode} during INIT")
+    def __init__(self, wait_status: int | None, output: bytes, out_of_memory: bool) -> None:
+        super().__init__(f"zygote ended with wait status {wait_status} during INIT")
         self.output = output
         self.out_of_memory = out_of_memory  # the OOM killer did it (cgroup counter)
-        # As a raw wait status (Popen reports a signal as a negative code).
-        self.wait_status = -returncode if returncode < 0 else returncode << 8
+        self.wait_status = wait_status  # raw; None when unknown (its base died too)
+
+
+class ForkedZygote:
+    """The base zygote's record of a function zygote it forked: its host pid
+    (from the base's SPAWNED, never from the zygote itself, whose pid
+    namespace is its own), its exit, and the cgroup and uid lease it holds
+    until then. The supervisor treats it like an environment of the base."""
+
+    def __init__(self, env_id: str, placement: Placement) -> None:
+        self.env_id = env_id
+        self.pid = 0
+        self.placement = placement
+        self.exit_record: ExitRecord | None = None
+        self._spawned = threading.Event()
+        self._exited = threading.Event()
+        self._released = False
+
+    def mark_spawned(self, pid: int) -> None:
+        self.pid = pid
+        self._spawned.set()
+
+    def mark_exited(self, record: ExitRecord) -> None:
+        self.exit_record = record
+        self._exited.set()
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    def wait_exit(self, timeout: float) -> ExitRecord | None:
+        self._exited.wait(timeout)
+        return self.exit_record
+
+    def wait_gone(self, timeout_s: float) -> bool:
+        """Whether the process has ended (reaped or not) within ``timeout_s``:
+        watched through a pidfd, not the base's report, which the supervisor
+        thread (perhaps the caller) delivers."""
+        if self.exited:
+            return True
+        self._spawned.wait(min(timeout_s, 1.0))
+        if not self.pid:
+            return self.exited
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return True
+        try:
+            return bool(select.select([fd], [], [], timeout_s)[0]) or self.exited
+        finally:
+            os.close(fd)
+
+    def kill(self) -> None:
+        """SIGKILL, once its pid is known and while it has not been reaped."""
+        if self.pid and not self.exited:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def release(self) -> None:
+        """Removes its cgroup, then returns its uid (after its exit)."""
+        if self._released:
+            return
+        self._released = True
+        if self.placement.cgroup is not None:
+            self.placement.cgroup.remove()
+        if self.placement.uid_lease is not None:
+            self.placement.uid_lease.release()
 
 
 class Zygote:
     """A fork-server process: ``function`` mode (snapshot starts, holds one
-    function's INIT) or ``launcher`` mode (execs fresh interpreters: cold starts).
+    function's INIT) or ``launcher`` mode (execs fresh interpreters: cold
+    starts; and the base that forks function zygotes, see :meth:`fork`).
 
     The zygote exits, killing its children, as soon as its control socket
     closes, which is also what happens when this process dies.
@@ -60,9 +132,14 @@ class Zygote:
 
     def __init__(self, mode: str, environ: Mapping[str, str], cwd: str,
                  python: str = sys.executable, no_network: bool = False,
-                 cgroup: EnvCgroup | None = None) -> None:
+                 cgroup: EnvCgroup | None = None, preload: tuple[str, ...] = ()) -> None:
         self.mode = mode
         self.no_network = no_network
+        self.preload = preload
+        # Set for a function zygote forked from a base (``fork``): it ran INIT
+        # without capabilities, its children ask for their ids (userns.py),
+        # and nothing it reports about pids is taken for true.
+        self.forked: ForkedZygote | None = None
         # The function's limits for INIT: the zygote joins it before INIT.
         self.cgroup = cgroup
         self.environ = dict(environ)
@@ -72,7 +149,8 @@ class Zygote:
         self.hello: dict[str, Any] = {}
         self.init_output = b""
         self.alive = False
-        self.envs: dict[str, Environment] = {}  # spawned and not yet known dead
+        # Spawned and not yet known dead (a base's function zygotes, too).
+        self.envs: dict[str, Environment | ForkedZygote] = {}
         self._ctrl: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._send_lock = threading.Lock()
@@ -98,6 +176,7 @@ class Zygote:
             self._proc = subprocess.Popen(
                 [self.python, "-c", ZYGOTE_ENTRY, str(theirs.fileno()), self.mode,
                  *(["--no-network"] if self.no_network else []),
+                 *([f"--preload={','.join(self.preload)}"] if self.preload else []),
                  *([f"--cgroup-fds={','.join(map(str, procs_fds))}"] if procs_fds else [])],
                 pass_fds=(theirs.fileno(), *procs_fds), stdin=subprocess.DEVNULL,
                 stdout=log_fd, stderr=log_fd, env=self.environ, cwd=self.cwd,
@@ -114,6 +193,51 @@ class Zygote:
                 os.close(fd)
         self._ctrl = ours
         self.pid = self._proc.pid
+        return self._await_hello(log_fd, timeout_s)
+
+    @classmethod
+    def fork(cls, base: Zygote, environ: Mapping[str, str], cwd: str,
+             placement: Placement, timeout_s: float) -> tuple[Zygote, dict[str, Any]]:
+        """A function zygote forked from ``base`` (a launcher), which takes
+        ``placement`` (the function's cgroup, rlimits and isolation, its own
+        uid) before it runs INIT; waits for its HELLO.
+
+        Returns:
+            The zygote and its HELLO frame.
+        Raises:
+            ServiceException: the base is gone, or the zygote did not boot.
+            ZygoteExited: INIT ended the process.
+        """
+        zygote = cls("function", environ, cwd, base.python)
+        tracker = ForkedZygote(f"zygote-{uuid.uuid4().hex}", placement)
+        zygote.forked = tracker
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log_fd = new_memfd("zygote-function")
+        frame = {"t": SPAWN, "env": tracker.env_id, "exec": None, "environ": dict(environ),
+                 "rlimits": [list(r) for r in placement.rlimits],
+                 "isolation": placement.isolation, "zygote": True}
+        try:
+            procs_fds = placement.cgroup.open_procs() if placement.cgroup is not None else []
+            try:
+                base.send_spawn(tracker, frame, [theirs.fileno(), log_fd, *procs_fds])
+            finally:
+                for fd in procs_fds:
+                    os.close(fd)
+        except OSError as exc:
+            ours.close()
+            os.close(log_fd)
+            tracker.release()
+            raise ServiceException(f"cannot fork a function zygote: {exc}") from exc
+        finally:
+            theirs.close()
+        zygote._ctrl = ours
+        tracker._spawned.wait(timeout_s)
+        zygote.pid = tracker.pid
+        return zygote, zygote._await_hello(log_fd, timeout_s)
+
+    def _await_hello(self, log_fd: int, timeout_s: float) -> dict[str, Any]:
+        """Reads the HELLO on the control socket; closes ``log_fd``."""
+        ours = self.ctrl
         try:
             ours.settimeout(timeout_s)
             try:
@@ -124,16 +248,12 @@ class Zygote:
             finally:
                 ours.settimeout(None)
             if not packet:
-                assert self._proc is not None
-                try:
-                    returncode = self._proc.wait(2.0)
-                except subprocess.TimeoutExpired:
-                    returncode = None
+                ended, status = self._wait_ended(2.0)
                 output = self._read_output(log_fd)
-                if returncode is None:
+                if not ended:
                     text = output.decode(errors="replace")[-2000:]
                     raise ServiceException(f"zygote closed its control socket: {text}")
-                raise ZygoteExited(returncode, output, self.init_out_of_memory())
+                raise ZygoteExited(status, output, self.init_out_of_memory())
             hello = decode_packet(packet)
             if hello["t"] != HELLO:
                 raise ProtocolError(f"zygote sent {hello['t']!r} before {HELLO!r}")
@@ -151,6 +271,20 @@ class Zygote:
             self.close()
             self.release_socket()
         return hello
+
+    def _wait_ended(self, timeout_s: float) -> tuple[bool, int | None]:
+        """Whether the process ended within ``timeout_s``, and its raw wait
+        status (None when unknown)."""
+        if self.forked is not None:
+            record = self.forked.wait_exit(timeout_s)
+            return record is not None, record.status if record is not None else None
+        assert self._proc is not None
+        try:
+            returncode = self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return False, None
+        # Popen reports a signal as a negative code.
+        return True, -returncode if returncode < 0 else returncode << 8
 
     @staticmethod
     def _read_output(fd: int) -> bytes:
@@ -176,6 +310,10 @@ class Zygote:
         placement = placement or Placement()
         cgroup = placement.cgroup
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.forked is not None:
+            # The child asks for its ids on its channel (admit): the kernel
+            # attaches its credentials to the byte it writes.
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         log_fd = new_memfd(f"env-{env_id}")
         frame = {"t": SPAWN, "env": env_id, "exec": exec_argv,
                  "environ": dict(environ) if environ else None,
@@ -184,7 +322,9 @@ class Zygote:
         env = Environment(env_id, Channel(ours, MAX_SYNC_FRAME), log_fd, self, start_kind,
                           generation, cgroup, placement.uid_lease)
         try:
-            procs_fds = cgroup.open_procs() if cgroup is not None else []
+            # A forked zygote's child cannot write into its cgroup: admit() moves it.
+            procs_fds = (cgroup.open_procs() if cgroup is not None and self.forked is None
+                         else [])
         except OSError as exc:
             theirs.close()
             env.close()
@@ -192,21 +332,50 @@ class Zygote:
             raise ServiceException(f"cannot place environment {env_id} in its cgroup: "
                                    f"{exc}") from exc
         try:
-            self.envs[env_id] = env
-            with self._send_lock:
-                socket.send_fds(self.ctrl, [encode(frame)],
-                                [theirs.fileno(), log_fd, *procs_fds])
+            self.send_spawn(env, frame, [theirs.fileno(), log_fd, *procs_fds])
         except OSError as exc:
-            self.envs.pop(env_id, None)
             env.close()
             env.mark_exited(ExitRecord(None, spawn_error=f"spawn request failed: {exc}"))
-            self.alive = False
             raise ServiceException(f"zygote {self.pid} is gone: {exc}") from exc
         finally:
             theirs.close()
             for fd in procs_fds:
                 os.close(fd)
         return env
+
+    def send_spawn(self, child: Environment | ForkedZygote, frame: dict[str, Any],
+                   fds: list[int]) -> None:
+        """Sends a SPAWN frame with its fds; ``child`` hears of the outcome
+        (through the supervisor).
+
+        Raises:
+            OSError: the zygote is gone (it is marked dead).
+        """
+        try:
+            self.envs[child.env_id] = child
+            with self._send_lock:
+                socket.send_fds(self.ctrl, [encode(frame)], fds)
+        except OSError:
+            self.envs.pop(child.env_id, None)
+            self.alive = False
+            raise
+
+    def admit(self, env: Environment, deadline: float) -> None:
+        """For a forked zygote's child: maps its uid into its user namespace
+        and moves it into its cgroup when it asks (limits/userns.py); its pid
+        is the kernel's word from then on.
+
+        Raises:
+            ServiceException: it did not ask, or could not be set up (killed).
+        """
+        lease = env.uid_lease
+        assert lease is not None, "a forked zygote's environment has a uid of its own"
+        sock = env.channel.sock
+        assert isinstance(sock, socket.socket)
+        cgroup = env.cgroup
+        pid = admit_child(sock, lease.uid, cgroup.procs_files if cgroup is not None else [],
+                          deadline)
+        env.mark_spawned(pid)
 
     def cold_argv(self, undumpable: bool = False) -> list[str]:
         """The command of a cold environment; ``undumpable`` when it shares its
@@ -221,6 +390,12 @@ class Zygote:
                 self._ctrl.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        if self.forked is not None:
+            if not self.forked.wait_gone(grace_s):
+                self.forked.kill()
+                self.forked.wait_gone(grace_s)
+            self.forked.release()
+            return
         proc = self._proc
         if proc is None:
             return
@@ -234,9 +409,12 @@ class Zygote:
 
     def init_out_of_memory(self) -> bool:
         """Whether the OOM killer acted in the zygote's cgroup (during INIT)."""
-        return self.cgroup is not None and self.cgroup.oom_kills() > 0
+        cgroup = self.forked.placement.cgroup if self.forked is not None else self.cgroup
+        return cgroup is not None and cgroup.oom_kills() > 0
 
     def remove_cgroup(self) -> None:
+        if self.forked is not None:
+            self.forked.release()
         cgroup, self.cgroup = self.cgroup, None
         if cgroup is not None:
             cgroup.remove()

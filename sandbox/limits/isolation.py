@@ -12,6 +12,14 @@ off; a uid and gid of its own, leased from a host-wide range (or one
 configured user; uid 0 with no capabilities at all where the interpreter or
 code cannot be made readable); no_new_privs; and a seccomp filter that kills
 the process with SIGSYS on a denied system call.
+
+A snapshot function's zygote takes the same steps before its INIT (it is a
+child of the base zygote, which runs no function code). Having no capability
+left, it cannot give its own children namespaces or uids: each child makes a
+user namespace of its own for them (``forked_spec``), into which the
+dispatcher maps the child's uid. The zygote's filter lets it, and only it:
+unshare(2) of a user namespace with the namespaces an environment gets, and
+mount(2) with the flags of its private /tmp.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import pwd
 import socket
 import stat
 import sys
+import threading
 from typing import Any
 
 from .. import _native
@@ -34,6 +43,9 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC = 0x2, 0x4, 0x8, 0x1000, 0x4000
+# What a zygote's child mounts in its user namespace: /tmp, /dev/shm, binds.
+CHILD_MOUNT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_BIND | MS_REC
 HOSTNAME = "sandbox"
 TIOCSTI = 0x5412
 # personality(2) flags that weaken the process (ASLR off, executable data, ...)
@@ -56,7 +68,11 @@ DENIED_SYSCALLS = (
     "iopl", "ioperm", "lookup_dcookie", "vhangup",
 )
 STEPS = ("namespaces", "pid_namespace", "network", "mounts", "capabilities", "uid",
-         "no_new_privs", "seccomp")
+         "no_new_privs", "seccomp", "isolated_init")
+# Sysctls that forbid user namespaces to unprivileged processes, and the value that does.
+USERNS_SYSCTLS = (("/proc/sys/user/max_user_namespaces", "0"),
+                  ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+                  ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"))
 # pid 1 of each environment's pid namespace (native/init.c, built by setup.py).
 INIT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          "sandbox-init")
@@ -102,6 +118,8 @@ def plan_paths(paths: list[str]) -> tuple[list[str], list[str], str | None]:
         own_mode = os.stat(real).st_mode
         if own_mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
             unreadable = unreadable or real  # a bind keeps its modes
+            if real.startswith("/tmp/"):
+                keep.add(real)  # for uid 0 without capabilities, its owner
         elif blocked == os.sep:
             unreadable = unreadable or blocked
         elif real.startswith("/tmp/"):
@@ -149,6 +167,7 @@ class Isolation:
                  uid_range: tuple[int, int] | None = None) -> None:
         self.reasons: dict[str, str] = {}
         self.seccomp_program = b""
+        self.zygote_seccomp_program = b""
         self.enabled = enabled
         self.uids: UidRange | None = None
         self.user = user
@@ -178,6 +197,11 @@ class Isolation:
             program, unknown = _native.seccomp_program(DENIED_SYSCALLS, [TIOCSTI],
                                                         PERSONALITY_FLAGS, CLONE_NAMESPACE_FLAGS)
             self.seccomp_program = program
+            self.zygote_seccomp_program, _ = _native.seccomp_program(
+                [name for name in DENIED_SYSCALLS if name not in ("unshare", "mount")],
+                [TIOCSTI], PERSONALITY_FLAGS, CLONE_NAMESPACE_FLAGS,
+                unshare_user_namespace_with=CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+                | CLONE_NEWNET, mount_only_with=CHILD_MOUNT_FLAGS)
             if unknown:
                 self.reasons["seccomp"] = f"unknown here, not filtered: {', '.join(unknown)}"
         except OSError as exc:
@@ -199,6 +223,7 @@ class Isolation:
             self.supported["uid"] = False
             self.reasons["uid"] = (f"{masks[0]} is not open to other users and no mount "
                                    "namespace can cover it: environments keep uid 0")
+        self._probe_isolated_init()
         missing = [f"{s} ({self.reasons.get(s, 'unsupported')})"
                    for s in STEPS if not self.supported[s]]
         if missing:
@@ -247,6 +272,41 @@ class Isolation:
             "seccomp": self.seccomp_program if s["seccomp"] else None,
         }
 
+    def zygote_spec(self, network: str = "none", code_dir: str | None = None,
+                    ephemeral_mb: int = 512,
+                    read_paths: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The isolation of a snapshot function's zygote, for its INIT: an
+        environment's, but with the filter that lets its children make a
+        user namespace of their own (``forked_spec``). Its uid is leased like
+        an environment's (``uid_per_environment``)."""
+        return dict(self.spec(network, code_dir, ephemeral_mb, read_paths),
+                    seccomp=self.zygote_seccomp_program, undumpable=False)
+
+    def forked_spec(self, zygote_spec: dict[str, Any]) -> dict[str, Any]:
+        """The isolation of an environment forked by a zygote that runs with
+        ``zygote_spec``: it keeps the zygote's read-only filesystem, pid
+        namespace and /proc, and makes in a user namespace of its own the
+        rest: mount (a fresh /tmp and /dev/shm, its directories under /tmp
+        bound back), IPC, UTS and network namespaces, its uid (leased per
+        environment, mapped by the dispatcher), no capability, the filter."""
+        flags = zygote_spec["unshare"]
+        return {
+            "user_namespace": True,
+            "unshare": flags,
+            "private_mounts": True,
+            "tmp_only": True,
+            "tmp_options": zygote_spec["tmp_options"],
+            "keep_paths": [p for p in zygote_spec["keep_paths"] if p.startswith("/tmp/")],
+            "hostname": zygote_spec["hostname"],
+            "loopback_up": bool(flags & CLONE_NEWNET),
+            "drop_capabilities": True,
+            "uid": None,
+            "gid": None,
+            "uid_per_environment": True,
+            "no_new_privs": True,
+            "seccomp": self.seccomp_program if self.supported["seccomp"] else None,
+        }
+
     def lease_uid(self) -> UidLease:
         """A uid for one environment (for a spec with uid_per_environment).
 
@@ -290,6 +350,57 @@ class Isolation:
                     lease.release()
                 _native.close_namespace_fds()
 
+    def _probe_isolated_init(self) -> None:
+        """Whether snapshot INIT can run isolated: its zygote's children must
+        be able to make user namespaces without privileges, and set up
+        their mounts in them. Checked by the sysctls that forbid the first,
+        then by one child that does the second (exec of /bin/true)."""
+        needs = ("namespaces", "mounts", "capabilities", "uid", "no_new_privs")
+        missing = [step for step in needs if not self.supported[step]]
+        reason = None
+        if missing or self.uids is None:
+            reason = ("needs " + ", ".join(missing) if missing
+                      else "needs a uid of its own for each environment")
+        for path, forbidding in USERNS_SYSCTLS:
+            if reason is None and _read_sysctl(path) == forbidding:
+                reason = f"{path} is {forbidding}: no user namespaces without privileges"
+        if reason is None:
+            try:
+                self._probe_user_namespace_child()
+            except OSError as exc:
+                reason = f"a child could not set up a user namespace: {exc}"
+        if reason is not None:
+            self.supported["isolated_init"] = False
+            self.reasons["isolated_init"] = (
+                f"{reason}; snapshot INIT runs in its zygote as root with capabilities")
+
+    def _probe_user_namespace_child(self) -> None:
+        from .userns import admit_child
+
+        spec = self.forked_spec(self.spec())
+        lease = self.lease_uid()
+        ours, theirs = socket.socketpair()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        ours.settimeout(5.0)
+        log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        result: list[BaseException | int] = []  # the wait status, or what went wrong
+        # spawn() waits for the child's set-up, which waits for our answer.
+        thread = threading.Thread(target=_spawn_into, args=(
+            result, theirs.fileno(), log_fd, dict(spec, uid=lease.uid, gid=lease.uid)))
+        thread.start()
+        try:
+            admit_child(ours, lease.uid, [])
+        finally:
+            thread.join()
+            ours.close()
+            theirs.close()
+            os.close(log_fd)
+        lease.release()
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        if result[0] != 0:
+            raise OSError(0, f"the probe child ended with wait status {result[0]:#x}")
+
     def describe(self) -> dict[str, Any]:
         return {step: {"enforced": self.supported[step], "reason": self.reasons.get(step)}
                 for step in STEPS}
@@ -302,6 +413,25 @@ class Isolation:
             return (f"a uid and gid of its own, leased from "
                     f"{self.uids.base}..{self.uids.base + self.uids.count - 1}")
         return f"user {self.user} (uid {self.uid}, gid {self.gid})"
+
+
+def _read_sysctl(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _spawn_into(result: list[BaseException | int], chan_fd: int, log_fd: int,
+                spec: dict[str, Any]) -> None:
+    """Spawns /bin/true and waits for it, in the thread that is its parent
+    (its parent-death signal follows the thread)."""
+    try:
+        pid = _native.spawn(chan_fd, log_fd, ["/bin/true"], {}, (), (), spec)
+        result.append(os.waitpid(pid, 0)[1])
+    except BaseException as exc:  # handed to the probing thread
+        result.append(exc)
 
 
 _STAGE_TO_STEP = {

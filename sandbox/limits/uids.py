@@ -33,6 +33,35 @@ def _flock(lock_type: int, offset: int) -> bytes:
     return struct.pack("@hhqqi4x", lock_type, os.SEEK_SET, offset, 1, 0)
 
 
+def end_processes_of(uid: int, rounds: int = 50) -> bool:
+    """SIGKILLs every process whose real uid is ``uid``, until none is left
+    (one that forks between the scan and the kill is found by the next
+    round). For an environment without a cgroup, whose uid is its own: its
+    descendants, even those that left its session and pid namespace.
+
+    Returns:
+        Whether none is left.
+    """
+    for _ in range(rounds):
+        found = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                # Not the owner of /proc/PID: an undumpable process's is root.
+                with open(f"/proc/{entry}/status", "rb") as status:
+                    uids = next(line for line in status if line.startswith(b"Uid:"))
+                if int(uids.split()[1]) != uid:
+                    continue
+                os.kill(int(entry), 9)
+                found = True
+            except (OSError, StopIteration):
+                continue  # gone meanwhile
+        if not found:
+            return True
+    return False
+
+
 class UidLease:
     """One uid, held until :meth:`release`."""
 

@@ -6,7 +6,11 @@ Started by the dispatcher as ``python -c <this main> CTRL_FD MODE``:
   the GC so forked children do not dirty the shared heap, and forks snapshot
   environments that continue from right here;
 - ``launcher`` mode runs no function code and execs a fresh interpreter per
-  environment: the cold start.
+  environment: the cold start. It is also the base of the zygote tree: it
+  imports the packages functions commonly use (``--preload``), then forks
+  function zygotes that continue from there (``_become_function_zygote``):
+  each takes the function's isolation, then runs its INIT as above, so a
+  function's first start skips the interpreter's boot and those imports.
 
 Either way it waits in the native loop (``sandbox._native.serve``) and stays
 single-threaded, so fork is sound.
@@ -183,6 +187,63 @@ def _become_environment(frame: dict[str, Any], handler: Handler, init_ms: float)
     exit_environment(0)
 
 
+def preload(modules: list[str]) -> None:
+    """Imports what the base zygote holds for every function zygote it forks."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a missing package is the functions' problem
+            sys.stderr.write(f"zygote {os.getpid()}: cannot preload {name}: {exc}\n")
+
+
+def _become_function_zygote(frame: dict[str, Any]) -> None:
+    """Runs in a child of the base zygote, isolated already: it takes the
+    function's environment as a fresh interpreter would, then INIT."""
+    environ = frame.get("environ") or {}
+    os.environ.clear()
+    os.environ.update(environ)
+    # What the interpreter did with PYTHONPATH at start-up, after the script's
+    # directory (here: none, as for ``python -c``).
+    extra = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[1:1] = [p for p in extra if p not in sys.path]
+    # Without capabilities it makes no namespace ahead: each child makes its own.
+    serve_function(_native.CHANNEL_FD, mode="function", netns_ahead=False)
+
+
+def serve_function(ctrl_fd: int, mode: str, netns_ahead: bool) -> None:
+    """INIT (in ``function`` mode), HELLO, then the fork-server loop; returns
+    only in a launcher that forked a function zygote, never in a child."""
+    line_buffered_stdio()
+    handler: Handler | None = None
+    init_error: dict[str, Any] | None = None
+    init_ms = 0.0
+    if mode == "function":
+        handler, init_error, init_ms = initialize()
+    threads = thread_count()
+    dispatch = _Dispatch(ctrl_fd, NAMESPACES_AHEAD if netns_ahead else 0)
+    dispatch.send({"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid(), "init_ms": init_ms,
+                   "init_error": init_error, "fork_safe": threads == 1, "threads": threads})
+    if init_error is not None or threads != 1:
+        # Nothing to fork from; the dispatcher reports the error or starts
+        # this function cold instead.
+        exit_environment(0)
+    # The shared heap stays clean: children do not touch these objects' GC
+    # headers (each child's gc collects only what it allocates itself).
+    gc.freeze()
+    frame = _native.serve(ctrl_fd, dispatch)
+    if frame is None:
+        exit_environment(0)
+    if handler is not None:
+        _become_environment(frame, handler, init_ms)
+    elif frame.get("zygote"):
+        _become_function_zygote(frame)
+    else:
+        raise RuntimeError("a launcher zygote never continues as an environment")
+    exit_environment(0)
+
+
 def main() -> None:
     ctrl_fd = int(sys.argv[1])
     mode = sys.argv[2]
@@ -192,31 +253,13 @@ def main() -> None:
             for fd in map(int, arg.partition("=")[2].split(",")):
                 os.write(fd, b"0")
                 os.close(fd)
+        elif arg.startswith("--preload="):
+            preload([name for name in arg.partition("=")[2].split(",") if name])
     no_network = "--no-network" in sys.argv[3:]
     if no_network:
         # network="none" holds for INIT too; each child gets one of its own.
         _native.enter_network_namespace()
-    line_buffered_stdio()
-    handler: Handler | None = None
-    init_error: dict[str, Any] | None = None
-    init_ms = 0.0
-    if mode == "function":
-        handler, init_error, init_ms = initialize()
-    threads = thread_count()
-    dispatch = _Dispatch(ctrl_fd, NAMESPACES_AHEAD if no_network else 0)
-    dispatch.send({"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid(), "init_ms": init_ms,
-                   "init_error": init_error, "fork_safe": threads == 1, "threads": threads})
-    if init_error is not None or threads != 1:
-        # Nothing to fork from; the dispatcher reports the error or starts
-        # this function cold instead.
-        exit_environment(0)
-    gc.freeze()
-    frame = _native.serve(ctrl_fd, dispatch)
-    if frame is None:
-        exit_environment(0)
-    if handler is None:
-        raise RuntimeError("a launcher zygote never continues as an environment")
-    _become_environment(frame, handler, init_ms)
+    serve_function(ctrl_fd, mode, netns_ahead=no_network)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import constants as C
-from .environments import FunctionPool, Supervisor, Zygote
+from .environments import FunctionPool, Supervisor
+from .environments.tree import DEFAULT_PRELOAD, ZygoteTree
 from .errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -32,7 +33,7 @@ from .errors import (
     ResourceNotFoundException,
     ServiceException,
 )
-from .functions import FunctionConfig, validate
+from .functions import FunctionConfig, validate, validate_preload
 from .iam import Authorizer, DelegatedChecks, IamRegistry, Principal
 from .invoke import sync
 from .invoke.asynchronous import AsyncInvoker
@@ -106,6 +107,10 @@ class Runtime:
             as long (Lambda: about 1 and 2 minutes); throttled events and
             failing stream batches back off from 1/60 of it to 5 times it.
         async_payload_max: the largest Event payload in bytes.
+        preload: modules the base zygote imports once for every function
+            zygote forked from it (the zygote tree; default: the standard
+            library modules handlers commonly use). A function's own
+            ``preload`` (and what its INIT imported) picks a tree node.
         fsync_commits: fsync the database on every commit (SQLite
             ``synchronous=FULL``), so that acknowledged events also survive
             an operating-system crash or power loss; by default a commit
@@ -128,7 +133,9 @@ class Runtime:
         retry_base_delay_s: float = C.ASYNC_RETRY_BASE_DELAY_S,
         async_payload_max: int = C.ASYNC_PAYLOAD_MAX,
         fsync_commits: bool = False,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
     ) -> None:
+        base_preload = validate_preload(preload)
         if idle_timeout_s <= 0:
             raise InvalidParameterValueException(
                 f"idle_timeout_s must be positive, got {idle_timeout_s!r}")
@@ -157,8 +164,6 @@ class Runtime:
         self._lock = threading.Lock()
         self._functions: dict[str, _Function] = {}
         self._generation = 0
-        self._launcher: Zygote | None = None
-        self._launcher_lock = threading.Lock()
         self._closed = False
         # A refusal here (a bad user, required cgroups missing, the state dir
         # in use) leaves nothing held: no cgroup directory, lock or database.
@@ -175,6 +180,8 @@ class Runtime:
             self._host.close()
             raise
         self._supervisor = Supervisor()
+        self._tree = ZygoteTree(self._supervisor, self._host_environ(), self.python,
+                                base_preload, self._check_open)
         # -- permissions (sandbox/iam) --
         self._iam = IamRegistry(self._store, account_id)
         self._authorizer = Authorizer(self._iam, account_id)
@@ -229,9 +236,7 @@ class Runtime:
             function.pool.close(force=True)
         self._join_invocation_models()
         self._platform.close()
-        with self._launcher_lock:
-            if self._launcher is not None:
-                self._launcher.close()
+        self._tree.close()
         self._supervisor.stop()
         self._host.close()
         for function in functions:
@@ -262,6 +267,7 @@ class Runtime:
         description: str = "",
         network: str = "none",
         role: str | None = None,
+        preload: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Registers a function; returns its configuration in Lambda's shape.
 
@@ -269,6 +275,8 @@ class Runtime:
         from a zygote that ran INIT once) or "cold" (a new interpreter each).
         ``role`` is the ARN of its execution role (see :meth:`create_role`):
         what its platform calls may do. Without one, it may make none.
+        ``preload`` names packages its INIT imports: its zygote forks from a
+        zygote-tree node that imported them already (and only them).
 
         Raises:
             InvalidParameterValueException: a bad name, handler, memory size,
@@ -277,7 +285,7 @@ class Runtime:
             ResourceConflictException: the function exists.
         """
         config = validate(name, handler, code, memory_mb, timeout_s, environment, start,
-                          description, network, role)
+                          description, network, role, preload)
         if role is not None:
             self._authorizer.check_execution_role(role, self.function_arn(name))
         with self._lock:
@@ -291,11 +299,11 @@ class Runtime:
 
     def update_function(self, name: str, **changes: Any) -> dict[str, Any]:
         """Changes configuration or code (handler, code, memory_mb, timeout_s,
-        environment, start, description, network, role: a new role passes the
-        trust-policy check of create_function). New invocations get new
-        environments; running ones finish in their old environment."""
+        environment, start, description, network, role, preload: a new role
+        passes the trust-policy check of create_function). New invocations
+        get new environments; running ones finish in their old environment."""
         allowed = {"handler", "code", "memory_mb", "timeout_s", "environment", "start",
-                   "description", "network", "role"}
+                   "description", "network", "role", "preload"}
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise InvalidParameterValueException(
@@ -526,6 +534,15 @@ class Runtime:
         """What this host enforces for every environment, and why not where
         it does not (the report of ``sandbox doctor``)."""
         return self._host.describe()
+
+    def zygote_tree(self) -> dict[str, Any]:
+        """The zygote processes: ``tree``, the base and its nodes (pid, parent
+        pid, packages a node holds beyond the base), and ``functions``, each
+        function's zygote pid (None while it has none) and its parent's pid."""
+        with self._lock:
+            functions = dict(self._functions)
+        return {"tree": self._tree.describe(),
+                "functions": {name: f.pool.zygote_info() for name, f in functions.items()}}
 
     def stats(self, name: str) -> dict[str, int]:
         """Environments of a function: idle and busy counts."""
@@ -794,7 +811,8 @@ class Runtime:
                        function_log: FunctionLog | None = None) -> _Function:
         self._generation += 1
         flog = function_log or FunctionLog(self.log_path(config.name))
-        pool = FunctionPool(config, self._generation, self._supervisor, self._get_launcher,
+        pool = FunctionPool(config, self._generation, self._supervisor, self._tree.base,
+                            self._tree.parent_for,
                             self._function_environ(config), flog.write, self._host)
         arn = self.function_arn(config.name)
         return _Function(config, pool, flog, arn,
@@ -830,16 +848,13 @@ class Runtime:
         environ.update(user)
         return environ
 
-    def _get_launcher(self) -> Zygote:
-        """The launcher zygote that execs cold environments (started on first use)."""
-        with self._launcher_lock:
-            self._check_open()
-            if self._launcher is None or not self._launcher.alive:
-                launcher = Zygote("launcher", self._host_environ(), "/", self.python)
-                launcher.start(C.INIT_TIMEOUT_S)
-                self._supervisor.watch(launcher)
-                self._launcher = launcher
-            return self._launcher
+    def _retire_idle_zygotes(self, idle_for_s: float) -> None:
+        """Function zygotes, then tree nodes, unused for ``idle_for_s``."""
+        with self._lock:
+            functions = list(self._functions.values())
+        for function in functions:
+            function.pool.retire_idle_zygote(idle_for_s)
+        self._tree.retire_idle(idle_for_s)
 
     def _schedule_idle_sweep(self) -> None:
         period = min(max(self.idle_timeout_s / 4, 0.05), 10.0)
@@ -849,6 +864,7 @@ class Runtime:
                 return
             try:
                 self.shutdown_idle(idle_for_s=self.idle_timeout_s)
+                self._retire_idle_zygotes(self.idle_timeout_s)
             finally:
                 self._supervisor.call_later(period, sweep)
 

@@ -94,7 +94,7 @@ def _fail(message: str) -> InvalidParameterValueException:
     return InvalidParameterValueException(message)
 
 
-def _preload(preload: Sequence[str] | None) -> tuple[str, ...]:
+def validate_preload(preload: Sequence[str] | None) -> tuple[str, ...]:
     """Module names, sorted and without repeats."""
     if preload is None:
         return ()
@@ -168,7 +168,7 @@ def validate(
         raise _fail(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
     if not isinstance(description, str) or len(description) > 256:
         raise _fail("description must be a string of at most 256 characters")
-    modules = _preload(preload)
+    modules = validate_preload(preload)
     now = datetime.datetime.now(datetime.UTC)
     return FunctionConfig(
         name=name, handler=handler, code=code_dir, memory_mb=memory_mb,

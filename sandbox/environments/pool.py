@@ -77,6 +77,7 @@ class FunctionPool:
         generation: int,
         supervisor: Supervisor,
         launcher: Callable[[], Zygote],
+        zygote_parent: Callable[[frozenset[str]], Zygote],
         base_environ: Mapping[str, str],
         write_log: Callable[[bytes], None],
         host: HostLimits,
@@ -107,6 +108,13 @@ class FunctionPool:
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher
+        self._zygote_parent = zygote_parent
+        # What the last INIT imported: the next zygote forks from a tree node
+        # that holds it (with what the function declared in ``preload``).
+        self.learned_imports: frozenset[str] = frozenset()
+        # Deaths of the function's zygote since one last started an
+        # environment: it is rebuilt once, and the second is reported.
+        self._zygote_deaths = 0
         self._base_environ = dict(base_environ)
         self._write_log = write_log
         self._lock = threading.Lock()
@@ -170,6 +178,15 @@ class FunctionPool:
         if last_out:
             self._close_zygote()
 
+    def zygote_info(self) -> dict[str, Any]:
+        """The zygote's pid and its parent's (None when there is none), and
+        the imports its INIT reported."""
+        zygote = self._zygote
+        alive = zygote is not None and zygote.alive
+        return {"pid": zygote.pid if zygote is not None and alive else None,
+                "parent": zygote.parent_pid if zygote is not None and alive else None,
+                "imports": sorted(self.learned_imports)}
+
     @property
     def idle_count(self) -> int:
         return len(self._idle)
@@ -185,6 +202,21 @@ class FunctionPool:
         for env in retired:
             self._supervisor.shutdown_environment(env, SHUTDOWN_GRACE_S)
         return retired
+
+    def retire_idle_zygote(self, idle_for_s: float) -> bool:
+        """Closes the zygote when it started no environment for ``idle_for_s``
+        seconds and none of its environments is left; whether it did."""
+        with self._lock:
+            if self._idle or self.busy:
+                return False
+        with self._zygote_lock:
+            zygote = self._zygote
+            if (zygote is None or zygote.envs
+                    or zygote.last_used > time.monotonic() - idle_for_s):
+                return False
+            self._zygote = None
+        zygote.close()
+        return True
 
     def close(self, force: bool = False) -> None:
         """No new invocations; idle environments go now, busy ones when their
@@ -232,6 +264,15 @@ class FunctionPool:
             if zygote is not None and zygote.alive:
                 return zygote
             self._zygote = None
+            if zygote is not None and not zygote.ended_by_us:
+                self._zygote_deaths += 1
+                if self._zygote_deaths >= 2:
+                    self._zygote_deaths = 0
+                    raise ServiceException(
+                        f"the zygote of function {self.config.name} died again, before it "
+                        f"started an environment ({zygote.describe_end()})")
+                log.warning("function %s: its zygote died (%s); starting another",
+                            self.config.name, zygote.describe_end())
             if self.closed:
                 raise ServiceException(f"function {self.config.name} was updated or deleted")
             try:
@@ -271,8 +312,11 @@ class FunctionPool:
             return zygote, zygote.start(timeout_s)
         placement = self._placement(name, self._zygote_isolation, ahead=False,
                                     nproc_limit=False)
-        return Zygote.fork(self._launcher(), self.environ("snap-start"), self.config.code,
-                           placement, timeout_s)
+        parent = self._zygote_parent(frozenset(self.config.preload) | self.learned_imports)
+        zygote, hello = Zygote.fork(parent, self.environ("snap-start"), self.config.code,
+                                    placement, timeout_s)
+        self.learned_imports = frozenset(hello.get("imports") or ())
+        return zygote, hello
 
     def _new_cgroup(self, name: str, ahead: bool = True) -> EnvCgroup | None:
         """A cgroup with the function's limits, when the host has cgroups. For
@@ -343,9 +387,10 @@ class FunctionPool:
         env = zygote.spawn(env_id, self.generation, "snapshot", self._stream_environ(env_id),
                            placement=placement)
         deadline = started + SNAPSHOT_READY_TIMEOUT_S
-        if zygote.forked is not None:
+        if zygote.untrusted:
             self._admit(zygote, env, deadline)
         self._await_ready(env, deadline, request_id)
+        self._zygote_deaths = 0
         env.restore_ms = (time.monotonic() - started) * 1000.0
         env.init_ms = zygote.hello.get("init_ms")
         return env

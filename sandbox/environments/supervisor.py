@@ -138,7 +138,7 @@ class Supervisor:
             # A forked zygote's pids are of its own pid namespace, and its word
             # is not taken: its children's pids come from the kernel (admit).
             env = zygote.envs.get(frame["env"])
-            if env is not None and not env.pid and zygote.forked is None:
+            if env is not None and not env.pid and not zygote.untrusted:
                 env.mark_spawned(frame["pid"])
         elif kind == EXITED:
             env = zygote.envs.pop(frame.get("env") or "", None)

@@ -72,6 +72,9 @@ class ForkedZygote:
         self.pid = pid
         self._spawned.set()
 
+    def wait_spawned(self, timeout: float) -> bool:
+        return self._spawned.wait(timeout)
+
     def mark_exited(self, record: ExitRecord) -> None:
         self.exit_record = record
         self._exited.set()
@@ -136,10 +139,16 @@ class Zygote:
         self.mode = mode
         self.no_network = no_network
         self.preload = preload
-        # Set for a function zygote forked from a base (``fork``): it ran INIT
-        # without capabilities, its children ask for their ids (userns.py),
-        # and nothing it reports about pids is taken for true.
+        # The parent's record of it, for a zygote forked from another (fork,
+        # fork_node) rather than started as a process of its own.
         self.forked: ForkedZygote | None = None
+        # A function zygote that ran INIT without capabilities (``fork``): its
+        # children ask for their ids (userns.py), and nothing it reports
+        # about pids is taken for true.
+        self.untrusted = False
+        self.ended_by_us = False  # closed by the dispatcher, not dead on its own
+        self.parent_pid: int | None = None  # of a zygote forked from another
+        self.last_used = time.monotonic()
         # The function's limits for INIT: the zygote joins it before INIT.
         self.cgroup = cgroup
         self.environ = dict(environ)
@@ -196,30 +205,51 @@ class Zygote:
         return self._await_hello(log_fd, timeout_s)
 
     @classmethod
-    def fork(cls, base: Zygote, environ: Mapping[str, str], cwd: str,
+    def fork(cls, parent: Zygote, environ: Mapping[str, str], cwd: str,
              placement: Placement, timeout_s: float) -> tuple[Zygote, dict[str, Any]]:
-        """A function zygote forked from ``base`` (a launcher), which takes
-        ``placement`` (the function's cgroup, rlimits and isolation, its own
-        uid) before it runs INIT; waits for its HELLO.
+        """A function zygote forked from ``parent`` (the base or a node of the
+        zygote tree), which takes ``placement`` (the function's cgroup,
+        rlimits and isolation, its own uid) before it runs INIT; waits for
+        its HELLO. Its children ask for their ids (:meth:`admit`).
 
         Returns:
             The zygote and its HELLO frame.
         Raises:
-            ServiceException: the base is gone, or the zygote did not boot.
+            ServiceException: the parent is gone, or the zygote did not boot.
             ZygoteExited: INIT ended the process.
         """
-        zygote = cls("function", environ, cwd, base.python)
+        zygote = cls("function", environ, cwd, parent.python)
+        zygote.untrusted = True
+        return zygote, zygote._boot_forked(parent, {"zygote": True, "environ": dict(environ)},
+                                           placement, timeout_s)
+
+    @classmethod
+    def fork_node(cls, parent: Zygote, modules: list[str],
+                  timeout_s: float) -> tuple[Zygote, dict[str, Any]]:
+        """A node of the zygote tree forked from ``parent``: it imports
+        ``modules`` and forks function zygotes as the base does.
+
+        Raises:
+            ServiceException: the parent is gone, or the node did not boot.
+            ZygoteExited: an import ended the process.
+        """
+        zygote = cls("launcher", parent.environ, parent.cwd, parent.python)
+        return zygote, zygote._boot_forked(parent, {"node": modules}, Placement(), timeout_s)
+
+    def _boot_forked(self, parent: Zygote, request: dict[str, Any], placement: Placement,
+                     timeout_s: float) -> dict[str, Any]:
         tracker = ForkedZygote(f"zygote-{uuid.uuid4().hex}", placement)
-        zygote.forked = tracker
+        self.forked = tracker
+        self.parent_pid = parent.pid
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        log_fd = new_memfd("zygote-function")
-        frame = {"t": SPAWN, "env": tracker.env_id, "exec": None, "environ": dict(environ),
+        log_fd = new_memfd(f"zygote-{self.mode}")
+        frame = {"t": SPAWN, "env": tracker.env_id, "exec": None,
                  "rlimits": [list(r) for r in placement.rlimits],
-                 "isolation": placement.isolation, "zygote": True}
+                 "isolation": placement.isolation, **request}
         try:
             procs_fds = placement.cgroup.open_procs() if placement.cgroup is not None else []
             try:
-                base.send_spawn(tracker, frame, [theirs.fileno(), log_fd, *procs_fds])
+                parent.send_spawn(tracker, frame, [theirs.fileno(), log_fd, *procs_fds])
             finally:
                 for fd in procs_fds:
                     os.close(fd)
@@ -227,13 +257,13 @@ class Zygote:
             ours.close()
             os.close(log_fd)
             tracker.release()
-            raise ServiceException(f"cannot fork a function zygote: {exc}") from exc
+            raise ServiceException(f"cannot fork a zygote from {parent.pid}: {exc}") from exc
         finally:
             theirs.close()
-        zygote._ctrl = ours
-        tracker._spawned.wait(timeout_s)
-        zygote.pid = tracker.pid
-        return zygote, zygote._await_hello(log_fd, timeout_s)
+        self._ctrl = ours
+        tracker.wait_spawned(timeout_s)
+        self.pid = tracker.pid
+        return self._await_hello(log_fd, timeout_s)
 
     def _await_hello(self, log_fd: int, timeout_s: float) -> dict[str, Any]:
         """Reads the HELLO on the control socket; closes ``log_fd``."""
@@ -309,8 +339,9 @@ class Zygote:
         """
         placement = placement or Placement()
         cgroup = placement.cgroup
+        self.last_used = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.forked is not None:
+        if self.untrusted:
             # The child asks for its ids on its channel (admit): the kernel
             # attaches its credentials to the byte it writes.
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -323,7 +354,7 @@ class Zygote:
                           generation, cgroup, placement.uid_lease)
         try:
             # A forked zygote's child cannot write into its cgroup: admit() moves it.
-            procs_fds = (cgroup.open_procs() if cgroup is not None and self.forked is None
+            procs_fds = (cgroup.open_procs() if cgroup is not None and not self.untrusted
                          else [])
         except OSError as exc:
             theirs.close()
@@ -382,8 +413,19 @@ class Zygote:
         uid with others (execve makes a process dumpable again)."""
         return [self.python, "-c", COLD_ENTRY, *(["--undumpable"] if undumpable else [])]
 
+    def describe_end(self) -> str:
+        """How the process ended, in Lambda's words."""
+        if self.forked is not None:
+            record = self.forked.exit_record
+            return record.describe() if record is not None else "unknown"
+        code = self._proc.poll() if self._proc is not None else None
+        return "unknown" if code is None else ExitRecord(
+            -code if code < 0 else code << 8).describe()
+
     def close(self, grace_s: float = 2.0) -> None:
         """Hangs up; the zygote kills its environments and exits."""
+        if self.alive:
+            self.ended_by_us = True
         self.alive = False
         if self._ctrl is not None:
             try:

@@ -180,11 +180,31 @@ class _Dispatch:
 
 def _become_environment(frame: dict[str, Any], handler: Handler, init_ms: float) -> None:
     """Runs in a snapshot child: it is now an execution environment."""
+    gc.enable()
     os.environ.update(frame.get("environ") or {})
     line_buffered_stdio()
     channel = Channel(FdStream(_native.CHANNEL_FD))
     serve_invocations(channel, handler, None, init_ms)
     exit_environment(0)
+
+
+# The most modules a zygote reports as imported by INIT (the zygote tree
+# preloads them for the function's next zygote).
+IMPORTS_REPORTED_MAX = 64
+
+
+def imported_since(before: set[str], task_root: str) -> list[str]:
+    """Modules imported since ``before`` was taken, but not from the function's
+    own code nor private ones: what a tree node may hold for this function."""
+    found = []
+    for name in sorted(set(sys.modules) - before, key=lambda n: (n.count("."), n)):
+        if any(part.startswith("_") for part in name.split(".")):
+            continue
+        path = getattr(sys.modules.get(name), "__file__", None) or ""
+        if task_root and path.startswith(task_root + os.sep):
+            continue
+        found.append(name)
+    return found[:IMPORTS_REPORTED_MAX]
 
 
 def preload(modules: list[str]) -> None:
@@ -198,6 +218,14 @@ def preload(modules: list[str]) -> None:
             sys.stderr.write(f"zygote {os.getpid()}: cannot preload {name}: {exc}\n")
 
 
+def _become_node(frame: dict[str, Any]) -> None:
+    """Runs in a child of the base zygote (or of another node): a node of the
+    zygote tree, which imports more packages and forks function zygotes."""
+    gc.enable()
+    preload(list(frame["node"]))
+    serve_function(_native.CHANNEL_FD, mode="launcher", netns_ahead=False)
+
+
 def _become_function_zygote(frame: dict[str, Any]) -> None:
     """Runs in a child of the base zygote, isolated already: it takes the
     function's environment as a fresh interpreter would, then INIT."""
@@ -208,6 +236,7 @@ def _become_function_zygote(frame: dict[str, Any]) -> None:
     # directory (here: none, as for ``python -c``).
     extra = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[1:1] = [p for p in extra if p not in sys.path]
+    gc.enable()
     # Without capabilities it makes no namespace ahead: each child makes its own.
     serve_function(_native.CHANNEL_FD, mode="function", netns_ahead=False)
 
@@ -219,18 +248,26 @@ def serve_function(ctrl_fd: int, mode: str, netns_ahead: bool) -> None:
     handler: Handler | None = None
     init_error: dict[str, Any] | None = None
     init_ms = 0.0
+    hello: dict[str, Any] = {}
     if mode == "function":
+        before = set(sys.modules)
         handler, init_error, init_ms = initialize()
+        hello["imports"] = imported_since(before, os.environ.get("LAMBDA_TASK_ROOT", ""))
+    else:
+        hello["modules"] = sorted(sys.modules)
     threads = thread_count()
     dispatch = _Dispatch(ctrl_fd, NAMESPACES_AHEAD if netns_ahead else 0)
     dispatch.send({"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid(), "init_ms": init_ms,
-                   "init_error": init_error, "fork_safe": threads == 1, "threads": threads})
+                   "init_error": init_error, "fork_safe": threads == 1, "threads": threads,
+                   **hello})
     if init_error is not None or threads != 1:
         # Nothing to fork from; the dispatcher reports the error or starts
         # this function cold instead.
         exit_environment(0)
-    # The shared heap stays clean: children do not touch these objects' GC
-    # headers (each child's gc collects only what it allocates itself).
+    # The shared heap stays clean: the collector is off while this process
+    # waits, and what exists now is frozen, so a child's collector (on again
+    # in the child) never writes to these objects' pages.
+    gc.disable()
     gc.freeze()
     frame = _native.serve(ctrl_fd, dispatch)
     if frame is None:
@@ -239,6 +276,8 @@ def serve_function(ctrl_fd: int, mode: str, netns_ahead: bool) -> None:
         _become_environment(frame, handler, init_ms)
     elif frame.get("zygote"):
         _become_function_zygote(frame)
+    elif frame.get("node"):
+        _become_node(frame)
     else:
         raise RuntimeError("a launcher zygote never continues as an environment")
     exit_environment(0)

@@ -41,6 +41,8 @@ SNAPSHOT_READY_TIMEOUT_S = 5.0
 BOOT_ALLOWANCE_S = 5.0
 # READY seen: how long more the SPAWNED report (on the supervisor thread) may take.
 SPAWNED_WAIT_S = 1.0
+# A rebuilt zygote that dies sooner than this after its predecessor is a crash loop.
+ZYGOTE_STABLE_S = 60.0
 
 
 class InitFailed(Exception):
@@ -100,7 +102,7 @@ class FunctionPool:
         self.isolated_init = (host.isolation.supported["isolated_init"]
                               and self._zygote_isolation["uid_per_environment"])
         if self.isolated_init:
-            self._snapshot_isolation = host.isolation.forked_spec(self._zygote_isolation)
+            self._snapshot_isolation = host.isolation.forked_spec(self.isolation)
         else:
             self._snapshot_isolation = dict(self.isolation, loopback_up=False,
                                             unshare=self.isolation["unshare"] & ~CLONE_NEWNET,
@@ -112,9 +114,9 @@ class FunctionPool:
         # What the last INIT imported: the next zygote forks from a tree node
         # that holds it (with what the function declared in ``preload``).
         self.learned_imports: frozenset[str] = frozenset()
-        # Deaths of the function's zygote since one last started an
-        # environment: it is rebuilt once, and the second is reported.
-        self._zygote_deaths = 0
+        # A zygote that died is rebuilt once; when the one rebuilt dies too
+        # within ZYGOTE_STABLE_S, the crash loop is reported instead.
+        self._rebuilt_at: float | None = None
         self._base_environ = dict(base_environ)
         self._write_log = write_log
         self._lock = threading.Lock()
@@ -265,16 +267,7 @@ class FunctionPool:
                 return zygote
             self._zygote = None
             if zygote is not None and not zygote.ended_by_us:
-                self._zygote_deaths += 1
-                if self._zygote_deaths >= 2:
-                    self._zygote_deaths = 0
-                    raise ServiceException(
-                        f"the zygote of function {self.config.name} died again, before it "
-                        f"started an environment ({zygote.describe_end()})")
-                log.warning("function %s: its zygote died (%s); starting another",
-                            self.config.name, zygote.describe_end())
-            if self.closed:
-                raise ServiceException(f"function {self.config.name} was updated or deleted")
+                self._report_zygote_death(zygote)
             try:
                 zygote, hello = self._boot_zygote()
             except ZygoteExited as exited:
@@ -298,6 +291,24 @@ class FunctionPool:
             self._supervisor.watch(zygote)
             self._zygote = zygote
             return zygote
+
+    def _report_zygote_death(self, zygote: Zygote) -> None:
+        """A zygote died on its own: the first is logged and rebuilt; one
+        rebuilt that dies within ZYGOTE_STABLE_S is reported to the caller
+        (the next invocation tries again).
+
+        Raises:
+            ServiceException: the zygote died again.
+        """
+        now = time.monotonic()
+        if self._rebuilt_at is not None and now - self._rebuilt_at < ZYGOTE_STABLE_S:
+            self._rebuilt_at = None
+            raise ServiceException(
+                f"the zygote of function {self.config.name} died again "
+                f"({zygote.describe_end()}) within {ZYGOTE_STABLE_S:g} s of being rebuilt")
+        log.warning("function %s: its zygote died (%s); starting another",
+                    self.config.name, zygote.describe_end())
+        self._rebuilt_at = now
 
     def _boot_zygote(self) -> tuple[Zygote, dict[str, Any]]:
         """A new zygote of this function, after its INIT: forked from the base
@@ -390,7 +401,6 @@ class FunctionPool:
         if zygote.untrusted:
             self._admit(zygote, env, deadline)
         self._await_ready(env, deadline, request_id)
-        self._zygote_deaths = 0
         env.restore_ms = (time.monotonic() - started) * 1000.0
         env.init_ms = zygote.hello.get("init_ms")
         return env

@@ -37,6 +37,8 @@ DEFAULT_PRELOAD = (
 )
 # How long the base or a node may take to import its packages.
 NODE_BOOT_TIMEOUT_S = 30.0
+# A rebuilt base that dies sooner than this after its predecessor is a crash loop.
+BASE_STABLE_S = 60.0
 
 
 @dataclasses.dataclass
@@ -61,7 +63,7 @@ class ZygoteTree:
         self._lock = threading.Lock()
         self._base: _Node | None = None
         self._base_modules: frozenset[str] = frozenset()  # top-level, as the base reported
-        self._base_deaths = 0
+        self._base_rebuilt_at: float | None = None
         self._nodes: dict[frozenset[str], _Node] = {}
         self._unloadable: set[frozenset[str]] = set()
 
@@ -84,13 +86,17 @@ class ZygoteTree:
         if node is not None:
             self._forget_subtree(node)
             if not node.zygote.ended_by_us:
-                self._base_deaths += 1
-                if self._base_deaths >= 2:
-                    self._base_deaths = 0
-                    raise ServiceException(
-                        f"the base zygote died again ({node.zygote.describe_end()})")
+                now = time.monotonic()
+                if (self._base_rebuilt_at is not None
+                        and now - self._base_rebuilt_at < BASE_STABLE_S):
+                    self._base_rebuilt_at = None
+                    self._base = None
+                    raise ServiceException(f"the base zygote died again "
+                                           f"({node.zygote.describe_end()}) within "
+                                           f"{BASE_STABLE_S:g} s of being rebuilt")
                 log.warning("the base zygote died (%s): starting another",
                             node.zygote.describe_end())
+                self._base_rebuilt_at = now
         zygote = Zygote("launcher", self._environ, "/", self._python, preload=self.preload)
         hello = zygote.start(NODE_BOOT_TIMEOUT_S)
         if not zygote.alive:
@@ -100,10 +106,6 @@ class ZygoteTree:
         self._base_modules = frozenset(hello.get("modules") or ())
         self._base = _Node(zygote, frozenset(), None, time.monotonic())
         return self._base
-
-    def mark_serving(self) -> None:
-        """A start from the base worked: a later death is a first one again."""
-        self._base_deaths = 0
 
     # -- nodes -----------------------------------------------------------------
     def parent_for(self, wanted: frozenset[str]) -> Zygote:

@@ -279,25 +279,30 @@ class Isolation:
         environment's, but with the filter that lets its children make a
         user namespace of their own (``forked_spec``). Its uid is leased like
         an environment's (``uid_per_environment``)."""
-        return dict(self.spec(network, code_dir, ephemeral_mb, read_paths),
-                    seccomp=self.zygote_seccomp_program, undumpable=False)
+        spec = self.spec(network, code_dir, ephemeral_mb, read_paths)
+        flags = spec["unshare"]
+        # Its parent makes network namespaces ahead (it has the privileges).
+        return dict(spec, seccomp=self.zygote_seccomp_program, undumpable=False,
+                    unshare=flags & ~CLONE_NEWNET, loopback_up=False,
+                    own_network=bool(flags & CLONE_NEWNET))
 
-    def forked_spec(self, zygote_spec: dict[str, Any]) -> dict[str, Any]:
+    def forked_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The isolation of an environment forked by a zygote that runs with
-        ``zygote_spec``: it keeps the zygote's read-only filesystem, pid
+        the zygote_spec() made of the same arguments as ``spec`` (an
+        environment's): it keeps the zygote's read-only filesystem, pid
         namespace and /proc, and makes in a user namespace of its own the
         rest: mount (a fresh /tmp and /dev/shm, its directories under /tmp
         bound back), IPC, UTS and network namespaces, its uid (leased per
         environment, mapped by the dispatcher), no capability, the filter."""
-        flags = zygote_spec["unshare"]
+        flags = spec["unshare"]
         return {
             "user_namespace": True,
             "unshare": flags,
             "private_mounts": True,
             "tmp_only": True,
-            "tmp_options": zygote_spec["tmp_options"],
-            "keep_paths": [p for p in zygote_spec["keep_paths"] if p.startswith("/tmp/")],
-            "hostname": zygote_spec["hostname"],
+            "tmp_options": spec["tmp_options"],
+            "keep_paths": [p for p in spec["keep_paths"] if p.startswith("/tmp/")],
+            "hostname": spec["hostname"],
             "loopback_up": bool(flags & CLONE_NEWNET),
             "drop_capabilities": True,
             "uid": None,

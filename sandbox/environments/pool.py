@@ -24,7 +24,7 @@ from ..constants import (
     SHUTDOWN_GRACE_S,
 )
 from ..errors import ProtocolError, ServiceException
-from ..functions import FunctionConfig
+from ..functions import PRELOAD_MAX, FunctionConfig
 from ..limits import EnvironmentLimits, HostLimits, rlimits_for
 from ..limits.cgroups import CgroupError, EnvCgroup, Limits
 from ..limits.isolation import CLONE_NEWNET
@@ -43,6 +43,34 @@ BOOT_ALLOWANCE_S = 5.0
 SPAWNED_WAIT_S = 1.0
 # A rebuilt zygote that dies sooner than this after its predecessor is a crash loop.
 ZYGOTE_STABLE_S = 60.0
+
+
+# Top-level modules that act on import (print, start a browser): never preloaded.
+IMPORTS_WITH_EFFECTS = frozenset({"antigravity", "this"})
+
+
+def learnable_imports(reported: Any) -> frozenset[str]:
+    """Of the top-level packages a zygote reports its INIT imported (the word
+    of function code), those a tree node, which runs as root outside any
+    sandbox, may import: plain names this interpreter finds outside any
+    function's code (a node's path has none), not private, acting on import
+    no more than being imported."""
+    import importlib.util
+
+    if not isinstance(reported, list):
+        return frozenset()
+    names = set()
+    for name in reported[:PRELOAD_MAX]:
+        if (not isinstance(name, str) or not name.isidentifier() or name.startswith("_")
+                or name in IMPORTS_WITH_EFFECTS):
+            continue
+        try:
+            if importlib.util.find_spec(name) is None:  # finds, never imports
+                continue
+        except (ImportError, ValueError):
+            continue
+        names.add(name)
+    return frozenset(names)
 
 
 class InitFailed(Exception):
@@ -326,7 +354,7 @@ class FunctionPool:
         parent = self._zygote_parent(frozenset(self.config.preload) | self.learned_imports)
         zygote, hello = Zygote.fork(parent, self.environ("snap-start"), self.config.code,
                                     placement, timeout_s)
-        self.learned_imports = frozenset(hello.get("imports") or ())
+        self.learned_imports = learnable_imports(hello.get("imports"))
         return zygote, hello
 
     def _new_cgroup(self, name: str, ahead: bool = True) -> EnvCgroup | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ProtocolError, ServiceException
 from ..limits.cgroups import EnvCgroup
+from ..limits.uids import end_processes_of
 from ..limits.userns import admit_child
 from ..protocol import (
     HELLO,
@@ -118,10 +119,13 @@ class ForkedZygote:
         if self._released:
             return
         self._released = True
+        lease = self.placement.uid_lease
         if self.placement.cgroup is not None:
             self.placement.cgroup.remove()
-        if self.placement.uid_lease is not None:
-            self.placement.uid_lease.release()
+        elif lease is not None:
+            end_processes_of(lease.uid)  # what INIT started, without a cgroup to end it
+        if lease is not None:
+            lease.release()
 
 
 class Zygote:

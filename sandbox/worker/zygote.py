@@ -194,17 +194,19 @@ IMPORTS_REPORTED_MAX = 64
 
 
 def imported_since(before: set[str], task_root: str) -> list[str]:
-    """Modules imported since ``before`` was taken, but not from the function's
-    own code nor private ones: what a tree node may hold for this function."""
-    found = []
-    for name in sorted(set(sys.modules) - before, key=lambda n: (n.count("."), n)):
-        if any(part.startswith("_") for part in name.split(".")):
+    """Top-level packages imported since ``before`` was taken, but not the
+    function's own code nor private ones: what a tree node may hold for this
+    function's next zygote."""
+    found = set()
+    for name in set(sys.modules) - before:
+        top = name.partition(".")[0]
+        if top.startswith("_") or top in found:
             continue
-        path = getattr(sys.modules.get(name), "__file__", None) or ""
+        path = getattr(sys.modules.get(top), "__file__", None) or ""
         if task_root and path.startswith(task_root + os.sep):
             continue
-        found.append(name)
-    return found[:IMPORTS_REPORTED_MAX]
+        found.add(top)
+    return sorted(found)[:IMPORTS_REPORTED_MAX]
 
 
 def preload(modules: list[str]) -> None:

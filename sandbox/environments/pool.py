@@ -351,6 +351,8 @@ class FunctionPool:
             return zygote, zygote.start(timeout_s)
         placement = self._placement(name, self._zygote_isolation, ahead=False,
                                     nproc_limit=False)
+        # The first environment's cgroup is made while the zygote boots.
+        self._supervisor.call_later(0.0, self._make_spare_cgroup)
         parent = self._zygote_parent(frozenset(self.config.preload) | self.learned_imports)
         zygote, hello = Zygote.fork(parent, self.environ("snap-start"), self.config.code,
                                     placement, timeout_s)

@@ -305,6 +305,8 @@ class CgroupBackend:
         dirs: dict[str, str] = {}
         try:
             for key, runtime_dir in self.runtime_dirs.items():
+                if key == "cpu" and limits.cpu_vcpus is None:
+                    continue  # a v1 hierarchy with nothing to limit: one write less per start
                 path = os.path.join(runtime_dir, name)
                 os.mkdir(path)
                 dirs[key] = path

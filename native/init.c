@@ -10,11 +10,15 @@
  * signal semantics ordinary: pid 1 ignores signals it has no handler for, so
  * kill(getpid(), SIGKILL) would do nothing in a handler that was pid 1.
  *
- * Usage: sandbox-init UID GID (both "-" to keep uid 0 without capabilities)
+ * Usage: sandbox-init [UID GID [PARENT]] (UID and GID "-" keep uid 0 without
+ * capabilities; PARENT, the zygote's pid as the host sees it, lets it notice
+ * that the zygote died before the parent-death signal was armed)
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <string.h>
 #include <linux/capability.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -42,13 +46,38 @@ static void drop_privileges(const char *uid_arg, const char *gid_arg) {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
+/* The parent's pid as the host sees it: /proc is still the host's here (this
+ * process shares the zygote's mount namespace), while getppid() says 0 for a
+ * parent outside the namespace. -1 when it cannot be read. */
+static long host_parent_pid(void) {
+    char buf[512];
+    char *p;
+    ssize_t n;
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    p = strrchr(buf, ')');  /* after the command name, which may hold spaces */
+    if (p == NULL || p[1] == '\0' || p[2] == '\0')
+        return -1;
+    /* ") S PPID ..." */
+    return strtol(p + 4, NULL, 10);
+}
+
 int main(int argc, char **argv) {
     sigset_t all, chld;
     int sig;
     /* It has no business with any descriptor the zygote had open. */
     syscall(SYS_close_range, 0, ~0U, 0);
-    /* Die with the zygote, which is outside the namespace. */
+    /* Die with the zygote, which is outside the namespace; if it died before
+     * this was armed, it was not its parent any more by then. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (argc > 3 && host_parent_pid() != strtol(argv[3], NULL, 10))
+        _exit(0);
     drop_privileges(argc > 1 ? argv[1] : "-", argc > 2 ? argv[2] : "-");
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);  /* a uid change cleared it */
     sigfillset(&all);

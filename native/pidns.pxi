@@ -45,10 +45,15 @@ cdef pid_t _start_pid_namespace(const char *init_path) except -1:
     """
     cdef pid_t init_pid = 0
     cdef int rc
-    cdef char *argv[2]
+    cdef char *argv[5]
     cdef char *envp[1]
+    # Its parent's pid, for init to check once it has armed its death signal.
+    cdef bytes parent = str(_os.getpid()).encode()
     argv[0] = <char *>init_path
-    argv[1] = NULL
+    argv[1] = b"-"
+    argv[2] = b"-"
+    argv[3] = <char *>parent
+    argv[4] = NULL
     envp[0] = NULL
     _own_pid_namespace()
     if unshare(CLONE_NEWPID) != 0:

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from . import constants as C
 from .environments import FunctionPool, Supervisor, Zygote
@@ -36,7 +36,7 @@ from .functions import FunctionConfig, validate
 from .iam import Authorizer, DelegatedChecks, IamRegistry, Principal
 from .invoke import sync
 from .invoke.asynchronous import AsyncInvoker
-from .invoke.concurrency import ConcurrencyLimiter
+from .invoke.concurrency import ConcurrencyLimiter, SharedConcurrencyLimiter
 from .invoke.destinations import Destinations
 from .invoke.ids import new_request_id
 from .invoke.mappings import MappingManager
@@ -48,7 +48,7 @@ from .logs import FunctionLog
 from .services.arns import Arns
 from .services.queues import QueueService
 from .services.streams import StreamService
-from .store import SQLiteStore
+from .store import SharedStore, open_store
 from .store.lock import StateDirLock
 
 log = logging.getLogger("sandbox")
@@ -110,6 +110,9 @@ class Runtime:
             ``synchronous=FULL``), so that acknowledged events also survive
             an operating-system crash or power loss; by default a commit
             survives the process being killed, not the machine going down.
+        store: "sqlite" (the state dir's database) or a Redis URL
+            (``redis://host:port/db``, option ``?lease_s=10``) that several
+            Runtimes share: see sandbox/store/redis.py.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class Runtime:
         retry_base_delay_s: float = C.ASYNC_RETRY_BASE_DELAY_S,
         async_payload_max: int = C.ASYNC_PAYLOAD_MAX,
         fsync_commits: bool = False,
+        store: str = "sqlite",
     ) -> None:
         if idle_timeout_s <= 0:
             raise InvalidParameterValueException(
@@ -166,8 +170,7 @@ class Runtime:
         try:
             self._state_lock = StateDirLock(self.state_dir)  # one Runtime per state dir
             try:
-                self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"),
-                                          synchronous="FULL" if fsync_commits else "NORMAL")
+                self._store = open_store(store, self.state_dir, fsync_commits)
             except BaseException:
                 self._state_lock.release()
                 raise
@@ -542,17 +545,39 @@ class Runtime:
         self._streams = StreamService(self._store, self.arns)
         reserved = {name: int(record["ReservedConcurrentExecutions"]) for name, record
                     in self._store.list_function_settings(CONCURRENCY_KIND).items()}
-        self._limiter = ConcurrencyLimiter(self.concurrency_limit, reserved)
+        self._limiter = (SharedConcurrencyLimiter(cast(SharedStore, self._store),
+                                                  self.concurrency_limit, reserved)
+                         if self._store.shared
+                         else ConcurrencyLimiter(self.concurrency_limit, reserved))
         checks = DelegatedChecks(self._authorizer, self._function_identity)
         destinations = Destinations(self.arns, self._queues,
                                     lambda name: name in self._functions, checks)
-        self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._functions.get,
+        self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._lookup,
                                    destinations, self._queues.notify, retry_base_delay_s)
         context = MappingContext(
             self._store, self.arns, self._queues, self._streams, self._limiter,
-            self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s)
+            self._lookup, destinations, self._async.schedule_stored, retry_base_delay_s)
         self._async.on_invoked = context.on_invoked = self._invoked  # metrics listeners
         self._mappings = MappingManager(context)
+
+    def _lookup(self, name: str) -> _Function | None:
+        """A registered function for deliveries and pollers. With a shared
+        store, a function another Runtime registered after this one opened
+        is opened here on first use (it is no longer missing, only new)."""
+        function = self._functions.get(name)
+        if function is not None or not self._store.shared or self._closed:
+            return function
+        record = self._store.get_function(name)
+        if record is None:
+            return None
+        with self._lock:
+            if self._closed:
+                return None
+            function = self._functions.get(name)
+            if function is None:
+                function = self._open_function(FunctionConfig.from_record(record))
+                self._functions[name] = function
+        return function
 
     def _function_identity(self, name: str) -> tuple[str, str | None] | None:
         """(ARN, execution role) of a function, for the role checks of its
@@ -712,7 +737,7 @@ class Runtime:
     # -- end of invocation models (issue 4) -------------------------------------------------
 
     # -- interfaces: figures and invocation listeners for metrics (issue 6) ----------------
-    # (read-only views for sandbox/http/metrics.py; the store is always SQLite here)
+    # (read-only views for sandbox/http/metrics.py, through the store's figures)
     _invocation_listeners: tuple[Any, ...] = ()  # replaced whole, so readers need no lock
 
     def add_invocation_listener(self, listener: Any) -> None:
@@ -741,11 +766,9 @@ class Runtime:
         """Stored asynchronous events by function (pending, waiting for a retry or
         being delivered): ``{"depth": count, "oldest_age_s": seconds since the
         oldest was accepted}``."""
-        rows = self._store._read("SELECT function, COUNT(*), MIN(accepted_at) FROM async_events"
-                                 " GROUP BY function")
         now = time.time()
-        return {str(function): {"depth": float(count), "oldest_age_s": max(now - oldest, 0.0)}
-                for function, count, oldest in rows}
+        return {function: {"depth": float(count), "oldest_age_s": max(now - oldest, 0.0)}
+                for function, (count, oldest) in self._store.event_backlog().items()}
 
     def mapping_lag(self) -> list[dict[str, Any]]:
         """How far each event source mapping is behind its source: UUID,
@@ -757,21 +780,17 @@ class Runtime:
         for record in self._mappings.list():
             service, source = self.arns.parse(record["EventSourceArn"])
             if service == "sqs":
-                rows = self._store._read("SELECT COUNT(*), MIN(sent_at) FROM messages"
-                                         " WHERE queue = ?", (source,))
-                waiting, oldest = int(rows[0][0]), rows[0][1]
+                waiting, oldest = self._store.queue_backlog(source)
             else:
                 waiting, oldest = 0, None
                 lanes = int(record.get("ParallelizationFactor", 1))
                 for (shard, lane), position in self._store.get_checkpoints(
                         record["UUID"]).items():
-                    rows = self._store._read(
-                        "SELECT COUNT(*), MIN(arrived_at) FROM stream_records WHERE stream = ?"
-                        " AND shard = ? AND sequence > ? AND lane_key % ? = ?",
-                        (source, shard, position, lanes, lane))
-                    waiting += int(rows[0][0])
-                    if rows[0][1] is not None:
-                        oldest = rows[0][1] if oldest is None else min(oldest, rows[0][1])
+                    count, first = self._store.stream_backlog(source, shard, position, lanes,
+                                                              lane)
+                    waiting += count
+                    if first is not None:
+                        oldest = first if oldest is None else min(oldest, first)
             lags.append({key: record[key] for key in
                          ("UUID", "FunctionArn", "EventSourceArn", "State")}
                         | {"waiting": waiting,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .. import constants as C
 from ..errors import InvalidParameterValueException, TooManyRequestsException
+from ..store.base import SharedStore
 
 
 def backoff_delay(retry_base_delay_s: float, failures: int) -> float:
@@ -143,4 +144,35 @@ class ConcurrencyLimiter:
     def wake(self) -> None:
         """Wakes every waiter (used on close)."""
         with self._changed:
+            self._changed.notify_all()
+
+
+class SharedConcurrencyLimiter(ConcurrencyLimiter):
+    """The same limits counted across every Runtime of a shared store: a
+    slot is a lease in the store (renewed while this Runtime lives, expiring
+    when it dies), so the account limit and each reservation hold for all of
+    them together, not for each. Reservations are read from the store at
+    every acquire, so a change made by any Runtime applies to all."""
+
+    def __init__(self, store: SharedStore, limit: int,
+                 reserved: dict[str, int] | None = None) -> None:
+        super().__init__(limit, reserved)
+        self._store = store
+
+    def try_acquire(self, function: str) -> str | None:
+        reason = self._store.acquire_slot(function, self.limit)
+        if reason is not None:
+            return C.REASON_RESERVED_LIMIT if reason == "reserved" else C.REASON_ACCOUNT_LIMIT
+        with self._changed:
+            self._running[function] = self._running.get(function, 0) + 1
+        return None
+
+    def release(self, function: str) -> None:
+        self._store.release_slot(function)
+        with self._changed:
+            running = self._running.get(function, 0) - 1
+            if running <= 0:
+                self._running.pop(function, None)
+            else:
+                self._running[function] = running
             self._changed.notify_all()

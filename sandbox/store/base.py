@@ -12,6 +12,19 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..errors import ResourceConflictException
+
+
+class LeaseLost(ResourceConflictException):
+    """A checkpoint was refused: this Runtime no longer holds the lease of its
+    shard and lane (it stopped renewing for too long; another took over)."""
+
+
+def mapping_lease_key(uuid: str, shard: int, lane: int) -> str:
+    """The lease that lets one Runtime at a time process a stream mapping's
+    shard and lane (shared stores)."""
+    return f"mapping:{uuid}:{shard}:{lane}"
+
 
 @dataclasses.dataclass(frozen=True)
 class NewMessage:

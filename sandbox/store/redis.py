@@ -47,13 +47,18 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ..errors import (
-    InvalidParameterValueException,
-    ResourceConflictException,
-    ServiceException,
-)
+from ..errors import InvalidParameterValueException, ResourceConflictException, ServiceException
 from . import redis_scripts as lua
-from .base import AsyncEvent, Message, NewEvent, NewMessage, Outbox, StreamRecord
+from .base import (
+    AsyncEvent,
+    LeaseLost,
+    Message,
+    NewEvent,
+    NewMessage,
+    Outbox,
+    StreamRecord,
+    mapping_lease_key,
+)
 
 log = logging.getLogger("sandbox.store")
 
@@ -72,11 +77,6 @@ PROMOTE_BATCH = 500
 # Records read per round trip while filtering a shard by lane.
 READ_CHUNK = 500
 SETTINGS_KINDS = "settings:kinds"
-
-
-class LeaseLost(ResourceConflictException):
-    """A checkpoint was refused: this Runtime no longer holds the lease of its
-    shard and lane (it stopped renewing for too long; another took over)."""
 
 
 def parse_url(url: str) -> tuple[str, float]:
@@ -611,8 +611,3 @@ class RedisStore:
             # They expire, and another Runtime reclaims the events after lease_s.
             log.warning("cannot release claims and leases in Redis: %s", exc)
         self._r.close()
-
-
-def mapping_lease_key(uuid: str, shard: int, lane: int) -> str:
-    """The lease that lets one Runtime at a time process a stream mapping's shard and lane."""
-    return f"mapping:{uuid}:{shard}:{lane}"

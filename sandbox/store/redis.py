@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -146,11 +146,10 @@ class RedisStore:
         self.url = url
         # Any: redis-py's annotations type every reply as a union of all reply
         # shapes; the shapes here are fixed by the commands and scripts used.
+        # No retries until Redis answered once: a wrong URL fails at once.
         self._r: Any = redis.Redis.from_url(
             redis_url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=5.0,
-            retry=Retry(ExponentialBackoff(cap=RECONNECT_BACKOFF_CAP_S,
-                                           base=RECONNECT_BACKOFF_BASE_S), RECONNECT_RETRIES),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError])
+            retry=Retry(NoBackoff(), 0), retry_on_error=[RedisConnectionError, RedisTimeoutError])
         # One consumer (and lease owner) per store: this Runtime, on this host.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuidlib.uuid4().hex[:8]}"
         self._scripts = {name: self._r.register_script(getattr(lua, name)) for name in (
@@ -164,6 +163,9 @@ class RedisStore:
         except redis.RedisError as exc:
             self._r.close()
             raise ServiceException(f"cannot use the Redis store at {redis_url}: {exc}") from None
+        self._r.set_retry(Retry(ExponentialBackoff(cap=RECONNECT_BACKOFF_CAP_S,
+                                                   base=RECONNECT_BACKOFF_BASE_S),
+                                RECONNECT_RETRIES))
         self._lock = threading.Lock()
         self._claims: dict[int, bytes] = {}  # event id -> its entry in our pending list
         self._leases: set[str] = set()

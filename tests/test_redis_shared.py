@@ -1,0 +1,187 @@
+"""Several Runtimes on one real redis-server: work shared, a Runtime killed
+with SIGKILL mid-batch, Redis itself killed and restarted from its AOF.
+
+Duplicates are allowed (delivery is at least once) and reported; a lost
+event fails the test.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import make_function, wait_for
+from redis_server import RedisServer
+
+from sandbox import Runtime
+from sandbox.store.redis import RedisStore
+
+WORKER = Path(__file__).with_name("shared_worker.py")
+# Claims, leases and slots of a Runtime that stopped renewing expire after this.
+LEASE_S = 1.0
+RESERVED = 4  # the function's reserved concurrency, across every Runtime
+
+# Each delivery appends "n start end" to a file of its environment: the
+# deliveries survive the Runtime that made them being killed.
+RECORDING_SOURCE = """
+import json
+import os
+import time
+
+OUT = os.environ["DELIVERIES"]
+
+
+def handler(event, context):
+    start = time.time()
+    time.sleep(event.get("sleep", 0.05))
+    end = time.time()
+    with open(os.path.join(OUT, str(os.getpid())), "a") as out:
+        out.write(f"{event['n']} {start} {end}\\n")
+    return {"n": event["n"]}
+"""
+
+
+def deliveries(directory: Path) -> list[tuple[int, float, float]]:
+    rows = []
+    for path in directory.iterdir():
+        for line in path.read_text().splitlines():
+            n, start, end = line.split()
+            rows.append((int(n), float(start), float(end)))
+    return rows
+
+
+def most_at_once(rows: list[tuple[int, float, float]]) -> int:
+    """The largest number of deliveries running at one moment."""
+    edges = sorted([(start, 1) for _, start, _ in rows] + [(end, -1) for _, _, end in rows])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def report(label: str, rows: list[tuple[int, float, float]]) -> collections.Counter[int]:
+    counts = collections.Counter(n for n, _, _ in rows)
+    duplicates = {n: c for n, c in counts.items() if c > 1}
+    print(f"\n{label}: {len(counts)} events delivered, {sum(counts.values())} deliveries, "
+          f"{sum(duplicates.values()) - len(duplicates)} duplicates ({sorted(duplicates)})")
+    return counts
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    client = redis.Redis(port=redis_server.port)
+    client.flushdb()
+    client.close()
+    return f"{redis_server.url()}?lease_s={LEASE_S}"
+
+
+def test_store_url_is_checked(tmp_path):
+    from sandbox.errors import InvalidParameterValueException, ServiceException
+
+    with pytest.raises(InvalidParameterValueException, match="redis://host:port/db"):
+        Runtime(tmp_path / "a", store="postgres://x")
+    with pytest.raises(InvalidParameterValueException, match="lease_s must be 0.5-3600"):
+        Runtime(tmp_path / "b", store="redis://127.0.0.1:1/0?lease_s=0")
+    from redis_server import free_port
+
+    with pytest.raises(ServiceException, match="cannot use the Redis store"):
+        RedisStore(f"redis://127.0.0.1:{free_port()}/0?socket_connect_timeout=0.2")
+
+
+def test_three_runtimes_share_events_and_survive_one_killed_mid_batch(tmp_path, redis_url):
+    out = tmp_path / "deliveries"
+    out.mkdir()
+    control = tmp_path / "control"
+    control.mkdir()
+    with Runtime(tmp_path / "setup", store=redis_url) as rt:
+        make_function(rt, "f", RECORDING_SOURCE, environment={"DELIVERIES": str(out)})
+        rt.put_function_concurrency("f", RESERVED)
+    per_worker = 40
+    workers = [subprocess.Popen([sys.executable, str(WORKER), redis_url,
+                                 str(tmp_path / f"state{i}"), str(control), "f",
+                                 str(i * per_worker), str(per_worker)])
+               for i in range(3)]
+    try:
+        assert wait_for(lambda: len(list(control.glob("ready-*"))) == 3, timeout=30)
+        (control / "go").touch()
+        victim = workers[0]
+
+        def accepted() -> set[int]:
+            return {int(n) for path in control.glob("accepted-*")
+                    for n in path.read_text().split()}
+
+        # Kill one Runtime once every event is accepted and it is mid-batch:
+        # deliveries of its own are done and others are still to come.
+        assert wait_for(lambda: len(accepted()) == 3 * per_worker, timeout=30)
+        assert wait_for(lambda: len(deliveries(out)) >= 20, timeout=30)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert len(deliveries(out)) < 3 * per_worker, "the kill came after the work"
+        # It died holding claimed events, which the others must take over.
+        client = redis.Redis.from_url(redis_url.split("?")[0])
+        summary = client.xpending("sandbox:ev:ready", "deliverers")
+        client.close()
+        orphaned = sum(c["pending"] for c in summary["consumers"]
+                       if f":{victim.pid}:" in c["name"].decode())
+        print(f"\nthe killed Runtime held {orphaned} claimed events")
+        assert orphaned > 0
+        assert wait_for(lambda: set(n for n, _, _ in deliveries(out)) >= accepted(),
+                        timeout=60), "accepted events were lost"
+        with Runtime(tmp_path / "check", store=redis_url) as rt:
+            assert rt.drain(30)
+        (control / "stop").touch()
+        for worker in workers[1:]:
+            assert worker.wait(30) == 0
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait()
+    rows = deliveries(out)
+    counts = report("three runtimes, one SIGKILLed", rows)
+    assert set(counts) == set(range(3 * per_worker))
+    shares = [int((control / f"delivered-{w.pid}").read_text()) for w in workers[1:]]
+    assert all(share > 0 for share in shares), f"a surviving Runtime delivered nothing: {shares}"
+    # Concurrency is global: the reservation holds for the three Runtimes together.
+    assert most_at_once(rows) <= RESERVED
+
+
+def test_acknowledged_events_survive_redis_killed_and_restarted(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    out = tmp_path / "deliveries"
+    out.mkdir()
+    acknowledged: list[int] = []
+    try:
+        with Runtime(tmp_path / "state", store=f"{server.url()}?lease_s={LEASE_S}",
+                     isolation=False, retry_base_delay_s=0.2) as rt:
+            make_function(rt, "f", RECORDING_SOURCE, environment={"DELIVERIES": str(out)})
+
+            def accept() -> None:
+                for n in range(150):
+                    rt.invoke("f", {"n": n, "sleep": 0.005}, invocation_type="Event")
+                    acknowledged.append(n)
+
+            accepting = threading.Thread(target=accept)
+            accepting.start()
+            assert wait_for(lambda: len(acknowledged) >= 50, timeout=30)
+            server.kill()  # SIGKILL: what is not in the AOF is gone
+            time.sleep(0.3)
+            server.start()  # same port and directory: replays the AOF
+            accepting.join(60)
+            assert not accepting.is_alive()
+            assert wait_for(lambda: {n for n, _, _ in deliveries(out)} >= set(acknowledged),
+                            timeout=60), "acknowledged events were lost"
+            assert rt.drain(30)
+    finally:
+        server.stop()
+    counts = report("Redis SIGKILLed and restarted", deliveries(out))
+    assert set(counts) == set(range(150))

@@ -158,7 +158,8 @@ class Runtime:
         self.idle_timeout_s = idle_timeout_s
         self.concurrency_limit = concurrency_limit
         self.python = python
-        self._lock = threading.Lock()
+        # Reentrant: _get may open a function of a shared store under it.
+        self._lock = threading.RLock()
         self._functions: dict[str, _Function] = {}
         self._generation = 0
         self._launcher: Zygote | None = None
@@ -804,7 +805,7 @@ class Runtime:
             raise ServiceException("this Runtime is closed")
 
     def _get(self, name: str) -> _Function:
-        function = self._functions.get(name)
+        function = self._lookup(name)
         if function is None:
             raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}")
         return function

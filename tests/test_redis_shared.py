@@ -185,3 +185,52 @@ def test_acknowledged_events_survive_redis_killed_and_restarted(tmp_path):
         server.stop()
     counts = report("Redis SIGKILLed and restarted", deliveries(out))
     assert set(counts) == set(range(150))
+
+
+def test_two_servers_on_one_redis_share_the_registry_and_the_events(tmp_path, redis_url):
+    """``sandbox serve --store redis://...`` twice: a function created through
+    one server is invoked through the other, and its Event invoke delivered."""
+    import json
+    import urllib.request
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "app.py").write_text("def handler(event, context):\n    print('got', event['n'])\n")
+    servers = [subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "serve", "--port", "0", "--no-auth", "--state-dir",
+         str(tmp_path / f"state{i}"), "--store", redis_url],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for i in range(2)]
+    try:
+        urls = []
+        for server in servers:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert f"store {redis_url}" in line, line
+            urls.append(line.split(" on ", 1)[1].split()[0])
+
+        def call(url: str, method: str, path: str, body: dict | None = None,
+                 headers: dict | None = None) -> tuple[int, bytes]:
+            request = urllib.request.Request(
+                url + path, method=method, data=json.dumps(body).encode() if body else None,
+                headers={"Content-Type": "application/json", **(headers or {})})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+
+        status, _ = call(urls[0], "POST", "/2015-03-31/functions", {
+            "FunctionName": "f", "Runtime": "python3.11", "Handler": "app.handler",
+            "Role": "arn:aws:iam::000000000000:role/r",
+            "Code": {"S3Bucket": "hot-reload", "S3Key": str(code)}})
+        assert status == 201
+        status, _ = call(urls[1], "POST", "/2015-03-31/functions/f/invocations",
+                         {"n": 7, "sleep": 0}, {"X-Amz-Invocation-Type": "Event"})
+        assert status == 202
+
+        def delivered() -> str:
+            logs = [tmp_path / f"state{i}" / "logs" / "f.log" for i in range(2)]
+            return "".join(log.read_text() for log in logs if log.exists())
+
+        assert wait_for(lambda: "got 7" in delivered(), timeout=30)
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)

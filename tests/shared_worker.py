@@ -40,6 +40,7 @@ def main(store: str, state_dir: str, control: Path, function: str, first: int,
                 deliveries += 1
 
     with Runtime(state_dir, store=store, isolation=False, retry_base_delay_s=0.05,
+                 cpu_follows_memory=False,
                  idle_timeout_s=60) as rt:
         rt.add_invocation_listener(heard)
         (control / f"ready-{pid}").touch()

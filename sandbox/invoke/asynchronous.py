@@ -98,7 +98,11 @@ class AsyncInvoker:
         self.retry_base_delay_s = retry_base_delay_s
         # Told of every invocation a delivery makes: (function, "async", result).
         self.on_invoked: Callable[[str, str, Any], None] = lambda *_: None
-        self._cond = threading.Condition(threading.Lock())
+        heap_lock = threading.Lock()
+        self._cond = threading.Condition(heap_lock)
+        # Shared stores: the claim loop waits here (on the same lock) for room
+        # in the heap, so it never takes a wake-up meant for a delivery thread.
+        self._room = threading.Condition(heap_lock)
         self._heap: list[tuple[float, int]] = []
         self._in_flight = 0
         self._idle_threads = 0
@@ -235,6 +239,8 @@ class AsyncInvoker:
         failures = 0
         while not self._stopping:
             with self._cond:
+                while len(self._heap) >= CLAIM_AHEAD // 2 and not self._stopping:
+                    self._room.wait(CLAIM_WAIT_S)
                 room = CLAIM_AHEAD - len(self._heap)
             try:
                 claimed = self._shared.claim_events(max(room, 0), CLAIM_WAIT_S)
@@ -279,6 +285,8 @@ class AsyncInvoker:
                     if (self._heap and self._heap[0][0] <= now
                             and self._in_flight < self._deliveries_max()):
                         _, event_id = heapq.heappop(self._heap)
+                        if len(self._heap) < CLAIM_AHEAD // 2:
+                            self._room.notify()
                         self._in_flight += 1
                         break
                     self._idle_threads += 1
@@ -424,6 +432,7 @@ class AsyncInvoker:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            self._room.notify_all()
 
     def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -234,3 +234,59 @@ def test_two_servers_on_one_redis_share_the_registry_and_the_events(tmp_path, re
         for server in servers:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
+
+
+# A stream batch handler: one line per record, written once per batch.
+STREAM_SOURCE = """
+import base64
+import os
+import time
+
+OUT = os.environ["DELIVERIES"]
+
+
+def handler(event, context):
+    start = time.time()
+    time.sleep(0.02)
+    end = time.time()
+    lines = "".join(f"{base64.b64decode(r['kinesis']['data']).decode()} {start} {end}\\n"
+                    for r in event["Records"])
+    with open(os.path.join(OUT, str(os.getpid())), "a") as out:
+        out.write(lines)
+"""
+
+
+def test_a_stream_shard_is_processed_by_one_runtime_at_a_time_in_order(tmp_path, redis_url):
+    out = tmp_path / "deliveries"
+    out.mkdir()
+    options = {"store": redis_url, "isolation": False, "retry_base_delay_s": 0.05}
+    first = Runtime(tmp_path / "one", **options)
+    try:
+        make_function(first, "f", STREAM_SOURCE, environment={"DELIVERIES": str(out)})
+        first.create_stream("s")
+        first.create_event_source_mapping("f", first.arns.stream("s"), batch_size=5,
+                                          starting_position="TRIM_HORIZON")
+        with Runtime(tmp_path / "two", **options) as second:  # polls the mapping too
+            for n in range(30):  # both put, so that both pollers wake up
+                (first if n % 2 else second).put_record("s", str(n), "one-key")
+                time.sleep(0.01)
+            assert wait_for(lambda: len(deliveries(out)) >= 10, timeout=30)
+            first.close()  # its lease goes; the other takes the shard over
+            for n in range(30, 60):
+                second.put_record("s", str(n), "one-key")
+            assert wait_for(lambda: {n for n, _, _ in deliveries(out)} == set(range(60)),
+                            timeout=30)
+            assert second.drain(30)
+    finally:
+        first.close()
+    rows = deliveries(out)
+    report("one stream shard, two Runtimes", rows)
+    # One batch at a time (the records of a batch share its interval) ...
+    batches = sorted({(start, end) for _, start, end in rows})
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(batches, batches[1:],
+                                                                      strict=False))
+    # ... and in order: each record is first delivered after the one before it.
+    first_seen: dict[int, float] = {}
+    for n, start, _ in rows:
+        first_seen[n] = min(first_seen.get(n, start), start)
+    assert all(first_seen[n] <= first_seen[n + 1] for n in range(59))

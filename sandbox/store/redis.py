@@ -117,6 +117,12 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _event(event_id: int, row: dict[bytes, bytes]) -> AsyncEvent:
+    return AsyncEvent(event_id, _s(row[b"function"]), _s(row[b"request_id"]),
+                      bytes(row[b"payload"]), float(row[b"accepted_at"]),
+                      float(row[b"due_at"]), int(row[b"attempts"]), int(row[b"throttles"]))
+
+
 def _outbox_args(outbox: Outbox | None, messages: list[NewMessage] | None = None
                  ) -> list[Any]:
     messages = list(messages or []) + (outbox.messages if outbox else [])
@@ -168,6 +174,7 @@ class RedisStore:
                                 RECONNECT_RETRIES))
         self._lock = threading.Lock()
         self._claims: dict[int, bytes] = {}  # event id -> its entry in our pending list
+        self._loaded: dict[int, AsyncEvent] = {}  # claimed events read with their claim
         self._leases: set[str] = set()
         self._slots: dict[str, list[str]] = {}  # function -> slot ids we hold
         self._reclaimed_at = 0.0
@@ -376,14 +383,16 @@ class RedisStore:
                              _f(event.accepted_at)))
 
     def load_event(self, event_id: int) -> AsyncEvent | None:
+        with self._lock:
+            loaded = self._loaded.pop(event_id, None)
+        if loaded is not None:
+            return loaded
         row = self._r.hgetall(self._k("ev", event_id))
         if not row:
             with self._lock:  # retired by another Runtime: its XACK ended our claim too
                 self._claims.pop(event_id, None)
             return None
-        return AsyncEvent(event_id, _s(row[b"function"]), _s(row[b"request_id"]),
-                          bytes(row[b"payload"]), float(row[b"accepted_at"]),
-                          float(row[b"due_at"]), int(row[b"attempts"]), int(row[b"throttles"]))
+        return _event(event_id, row)
 
     def pending_events(self) -> list[tuple[float, int]]:
         ids = [int(i) for i in self._r.zrange(self._k("ev", "all"), 0, -1)]
@@ -398,11 +407,13 @@ class RedisStore:
         self._run("RESCHEDULE_EVENT", event_id, attempts, throttles, _f(due_at))
         with self._lock:
             self._claims.pop(event_id, None)
+            self._loaded.pop(event_id, None)
 
     def retire_event(self, event_id: int, outbox: Outbox) -> list[int]:
         ids = self._run("RETIRE_EVENT", event_id, *_outbox_args(outbox))
         with self._lock:
             self._claims.pop(event_id, None)
+            self._loaded.pop(event_id, None)
         return [int(i) for i in ids]
 
     def event_backlog(self) -> dict[str, tuple[int, float]]:
@@ -463,6 +474,15 @@ class RedisStore:
                 event_id = int(fields[b"id"])
                 self._claims[event_id] = entry_id
                 claimed.append(event_id)
+        # Read the claimed events in one round trip: their deliveries will ask.
+        pipe = self._r.pipeline(transaction=False)
+        for event_id in claimed:
+            pipe.hgetall(self._k("ev", event_id))
+        rows = pipe.execute() if claimed else []
+        with self._lock:
+            for event_id, row in zip(claimed, rows, strict=True):
+                if row:
+                    self._loaded[event_id] = _event(event_id, row)
         return claimed
 
     # -- leases and concurrency slots (several Runtimes) --------------------------------------
@@ -602,6 +622,7 @@ class RedisStore:
             self._slots.clear()
             claims = [part for pair in self._claims.items() for part in pair]
             self._claims.clear()
+            self._loaded.clear()
         try:
             if claims:
                 self._run("RELEASE_EVENTS", *claims)

@@ -290,3 +290,25 @@ def test_a_stream_shard_is_processed_by_one_runtime_at_a_time_in_order(tmp_path,
     for n, start, _ in rows:
         first_seen[n] = min(first_seen.get(n, start), start)
     assert all(first_seen[n] <= first_seen[n + 1] for n in range(59))
+
+
+def test_a_mapping_created_through_one_runtime_is_polled_by_another(tmp_path, redis_url):
+    out = tmp_path / "deliveries"
+    out.mkdir()
+    options = {"store": redis_url, "isolation": False, "retry_base_delay_s": 0.05}
+    with Runtime(tmp_path / "two", **options) as second:  # open before the mapping exists
+        with Runtime(tmp_path / "one", **options) as first:
+            make_function(first, "f", QUEUE_SOURCE, environment={"DELIVERIES": str(out)})
+            first.create_queue("jobs")
+            uuid = first.create_event_source_mapping("f", first.arns.queue("jobs"))
+        for n in range(5):
+            second.send_message("jobs", str(n))
+        assert wait_for(lambda: sorted(n for n, _, _ in deliveries(out)) == list(range(5)),
+                        timeout=30)
+        second.update_event_source_mapping(uuid, enabled=False)
+        second.delete_event_source_mapping(uuid)
+        assert second.list_event_source_mappings() == []
+
+
+QUEUE_SOURCE = STREAM_SOURCE.replace("base64.b64decode(r['kinesis']['data']).decode()",
+                                     "r['body']")

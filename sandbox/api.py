@@ -339,6 +339,9 @@ class Runtime:
         return function.config.to_lambda(function.arn)
 
     def list_functions(self) -> list[dict[str, Any]]:
+        if self._store.shared:  # and those other Runtimes registered since this one opened
+            for record in self._store.list_functions():
+                self._lookup(FunctionConfig.from_record(record).name)
         with self._lock:
             functions = sorted(self._functions.values(), key=lambda f: f.config.name)
         return [f.config.to_lambda(f.arn) for f in functions]

@@ -197,9 +197,10 @@ def take_records(rt: Runtime, queue: str, count: int, timeout: float = 20.0) -> 
 STORES = ("sqlite", "redis")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One ``redis-server`` (AOF on) for the session; tests flush their database."""
+    """One ``redis-server`` (AOF on) per test module (so that it is gone before
+    tests that check no child process is left); tests flush their database."""
     from redis_server import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis"))

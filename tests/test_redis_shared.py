@@ -319,3 +319,30 @@ def test_a_mapping_created_through_one_runtime_is_polled_by_another(tmp_path, re
 
 QUEUE_SOURCE = STREAM_SOURCE.replace("base64.b64decode(r['kinesis']['data']).decode()",
                                      "r['body']")
+
+
+def test_consumers_of_closed_and_dead_runtimes_leave_the_group(redis_server):
+    from sandbox.store.base import NewEvent, Outbox
+
+    client = redis.Redis(port=redis_server.port)
+    client.flushdb()
+    url = f"{redis_server.url()}?lease_s=0.5"
+
+    def consumers() -> set[str]:
+        return {c["name"].decode()
+                for c in client.xinfo_consumers("sandbox:ev:ready", "deliverers")}
+
+    # A Runtime's store that claims and retires an event, then closes.
+    store = RedisStore(url)
+    # A Runtime that died long ago: a consumer with nothing pending.
+    client.xgroup_createconsumer("sandbox:ev:ready", "deliverers", "dead-host:1:x")
+    event_id = store.add_event(NewEvent("f", "r", b"{}", time.time()))
+    assert store.claim_events(1, 1.0) == [event_id]
+    assert store.owner in consumers()
+    store.retire_event(event_id, Outbox())
+    # Its claims forget consumers idle 10 x lease_s with nothing pending.
+    assert wait_for(lambda: store.claim_events(1, 0.1) == []
+                    and "dead-host:1:x" not in consumers(), timeout=15)
+    store.close()
+    assert consumers() == set()
+    client.close()

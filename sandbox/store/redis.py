@@ -77,6 +77,9 @@ PROMOTE_BATCH = 500
 # Records read per round trip while filtering a shard by lane.
 READ_CHUNK = 500
 SETTINGS_KINDS = "settings:kinds"
+# A consumer (a Runtime) idle this many lease_s with no pending event is
+# removed from the group: the consumers of dead Runtimes do not pile up.
+CONSUMER_FORGET_LEASES = 10
 
 
 def parse_url(url: str) -> tuple[str, float]:
@@ -163,7 +166,7 @@ class RedisStore:
             "EXPIRE_MESSAGES", "DELETE_QUEUE", "PUT_RECORD", "EXPIRE_RECORDS", "DELETE_STREAM",
             "RETIRE_EVENT", "RESCHEDULE_EVENT", "PROMOTE_EVENTS", "PUT_MAPPING",
             "ADVANCE_CHECKPOINT", "HOLD_LEASE", "RELEASE_LEASE", "ACQUIRE_SLOT",
-            "RELEASE_SLOT", "RENEW_SLOTS", "RELEASE_EVENTS")}
+            "RELEASE_SLOT", "RENEW_SLOTS", "RELEASE_EVENTS", "FORGET_CONSUMERS")}
         try:
             self._ensure_group()
         except redis.RedisError as exc:
@@ -451,6 +454,7 @@ class RedisStore:
             _, reclaimed, *_ = self._r.xautoclaim(ready, GROUP, self.owner,
                                                   int(self.lease_s * 1000), "0-0", count=limit)
             entries += reclaimed
+            self._run("FORGET_CONSUMERS", int(self.lease_s * CONSUMER_FORGET_LEASES * 1000), "")
         if len(entries) < limit:
             due = self._r.zrange(self._k("ev", "delayed"), 0, 0, withscores=True)
             if due:
@@ -626,6 +630,8 @@ class RedisStore:
         try:
             if claims:
                 self._run("RELEASE_EVENTS", *claims)
+            self._run("FORGET_CONSUMERS", int(self.lease_s * CONSUMER_FORGET_LEASES * 1000),
+                      self.owner)
             for key in leases:
                 self._run("RELEASE_LEASE", key, self.owner)
             for function, slot in slots:

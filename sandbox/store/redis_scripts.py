@@ -350,3 +350,21 @@ for i = 2, #ARGV, 2 do
 end
 return 1
 """
+
+# ARGV: prefix, idle ms, consumer to forget now ('' for none). Forgets the
+# group's consumers that hold no pending event and were idle that long (dead
+# Runtimes, once their events were reclaimed), and the named one if it holds
+# none. Harmless to a live consumer: its next read creates it again.
+FORGET_CONSUMERS = """
+local ready = ARGV[1] .. 'ev:ready'
+local forgotten = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', ready, 'deliverers')) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['pending'] == 0 and (info['idle'] >= tonumber(ARGV[2]) or info['name'] == ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', ready, 'deliverers', info['name'])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"""

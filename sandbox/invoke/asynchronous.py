@@ -63,9 +63,9 @@ FRESH_EVENTS_MAX = 10_000
 
 # Shared stores: events claimed but not yet started, at most (more would
 # keep them from another Runtime with free threads), and how long one claim
-# waits for a new event.
+# waits for a new event (also how long stop() may wait for the claim loop).
 CLAIM_AHEAD = 32
-CLAIM_WAIT_S = 0.5
+CLAIM_WAIT_S = 0.1
 
 CONFIG_KIND = "event_invoke_config"
 DLQ_KIND = "dead_letter"

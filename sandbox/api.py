@@ -339,9 +339,10 @@ class Runtime:
         return function.config.to_lambda(function.arn)
 
     def list_functions(self) -> list[dict[str, Any]]:
-        if self._store.shared:  # and those other Runtimes registered since this one opened
-            for record in self._store.list_functions():
-                self._lookup(FunctionConfig.from_record(record).name)
+        if self._store.shared:  # as other Runtimes registered, changed or deleted them
+            stored = {FunctionConfig.from_record(r).name for r in self._store.list_functions()}
+            for name in stored | set(self._functions):
+                self._lookup(name)
         with self._lock:
             functions = sorted(self._functions.values(), key=lambda f: f.config.name)
         return [f.config.to_lambda(f.arn) for f in functions]
@@ -555,7 +556,7 @@ class Runtime:
                          else ConcurrencyLimiter(self.concurrency_limit, reserved))
         checks = DelegatedChecks(self._authorizer, self._function_identity)
         destinations = Destinations(self.arns, self._queues,
-                                    lambda name: name in self._functions, checks)
+                                    lambda name: self._lookup(name) is not None, checks)
         self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._lookup,
                                    destinations, self._queues.notify, retry_base_delay_s)
         context = MappingContext(
@@ -565,28 +566,45 @@ class Runtime:
         self._mappings = MappingManager(context)
 
     def _lookup(self, name: str) -> _Function | None:
-        """A registered function for deliveries and pollers. With a shared
-        store, a function another Runtime registered after this one opened
-        is opened here on first use (it is no longer missing, only new)."""
+        """A registered function (for every invocation path). With a shared
+        store the stored record decides: a function another Runtime
+        registered is opened here, one it updated is reopened (running
+        invocations finish in their old environments), one it deleted is
+        closed here too."""
         function = self._functions.get(name)
-        if function is not None or not self._store.shared or self._closed:
+        if not self._store.shared or self._closed:
             return function
         record = self._store.get_function(name)
-        if record is None:
-            return None
+        if function is not None and record is not None and _same_record(function, record):
+            return function
+        retired: _Function | None = None
         with self._lock:
             if self._closed:
                 return None
+            # Again under the lock, which this Runtime's own changes hold while
+            # they write: a record read before one of them is not acted on.
+            record = self._store.get_function(name)
             function = self._functions.get(name)
-            if function is None:
-                function = self._open_function(FunctionConfig.from_record(record))
+            if record is None:
+                if function is not None:  # deleted through another Runtime
+                    retired = self._functions.pop(name)
+                    self._async.forget_function(name)
+                function = None
+            elif function is None or not _same_record(function, record):
+                retired = function
+                function = self._open_function(FunctionConfig.from_record(record),
+                                               function.log if function else None)
                 self._functions[name] = function
+        if retired is not None:
+            retired.pool.close()
+            if function is None:
+                retired.log.close()
         return function
 
     def _function_identity(self, name: str) -> tuple[str, str | None] | None:
         """(ARN, execution role) of a function, for the role checks of its
         destinations and mappings; None when it does not exist."""
-        function = self._functions.get(name)
+        function = self._lookup(name)
         return None if function is None else (function.arn, function.config.role)
 
     def create_queue(self, name: str, visibility_timeout_s: int = 30,
@@ -876,6 +894,12 @@ class Runtime:
                 self._supervisor.call_later(period, sweep)
 
         self._supervisor.call_later(period, sweep)
+
+
+def _same_record(function: _Function, record: dict[str, Any]) -> bool:
+    """Whether a stored function record is the configuration ``function`` runs."""
+    return json.dumps(function.config.to_record(), sort_keys=True) == json.dumps(
+        record, sort_keys=True)
 
 
 def _encode_payload(payload: Any) -> bytes:

@@ -25,8 +25,9 @@ from sandbox import Runtime
 from sandbox.store.redis import RedisStore
 
 WORKER = Path(__file__).with_name("shared_worker.py")
-# Claims, leases and slots of a Runtime that stopped renewing expire after this.
-LEASE_S = 1.0
+# Claims, leases and slots of a Runtime that stopped renewing expire after this
+# (renewed every third of it: a live Runtime on a loaded host keeps them).
+LEASE_S = 2.0
 RESERVED = 4  # the function's reserved concurrency, across every Runtime
 
 # Each delivery appends "n start end" to a file of its environment: the
@@ -346,3 +347,24 @@ def test_consumers_of_closed_and_dead_runtimes_leave_the_group(redis_server):
     store.close()
     assert consumers() == set()
     client.close()
+
+
+def test_functions_created_updated_and_deleted_through_one_runtime_are_seen_by_another(
+        tmp_path, redis_url):
+    from conftest import write_handler
+
+    from sandbox.errors import ResourceNotFoundException
+
+    with Runtime(tmp_path / "one", store=redis_url) as first, \
+            Runtime(tmp_path / "two", store=redis_url) as second:
+        make_function(first, "f", "def handler(event, context):\n    return 'v1'\n")
+        assert second.invoke("f", {}).payload == "v1"
+        assert [f["FunctionName"] for f in second.list_functions()] == ["f"]
+        code = tmp_path / "v2"
+        write_handler(code, "def handler(event, context):\n    return 'v2'\n")
+        first.update_function("f", code=str(code))
+        assert second.invoke("f", {}).payload == "v2"
+        first.delete_function("f")
+        with pytest.raises(ResourceNotFoundException):
+            second.invoke("f", {})
+        assert second.list_functions() == []

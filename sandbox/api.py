@@ -36,7 +36,11 @@ from .functions import FunctionConfig, validate
 from .iam import Authorizer, DelegatedChecks, IamRegistry, Principal
 from .invoke import sync
 from .invoke.asynchronous import AsyncInvoker
-from .invoke.concurrency import ConcurrencyLimiter, SharedConcurrencyLimiter
+from .invoke.concurrency import (
+    RESERVED_SETTINGS_KIND,
+    ConcurrencyLimiter,
+    SharedConcurrencyLimiter,
+)
 from .invoke.destinations import Destinations
 from .invoke.ids import new_request_id
 from .invoke.mappings import MappingManager
@@ -58,7 +62,7 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 _UNSET: Any = object()
 # Settings kinds of the store (per function) and the wait for background threads on close.
-CONCURRENCY_KIND = "concurrency"
+CONCURRENCY_KIND = RESERVED_SETTINGS_KIND
 INVOCATION_THREADS_JOIN_S = 10.0
 
 

@@ -368,3 +368,23 @@ def test_functions_created_updated_and_deleted_through_one_runtime_are_seen_by_a
         with pytest.raises(ResourceNotFoundException):
             second.invoke("f", {})
         assert second.list_functions() == []
+
+
+def test_reservations_made_through_one_runtime_bind_the_others(tmp_path, redis_url):
+    from sandbox.errors import InvalidParameterValueException
+
+    source = "def handler(event, context):\n    return 1\n"
+    with Runtime(tmp_path / "one", store=redis_url, concurrency_limit=20) as first, \
+            Runtime(tmp_path / "two", store=redis_url, concurrency_limit=20) as second:
+        make_function(first, "f", source)
+        make_function(first, "g", source)
+        first.put_function_concurrency("f", 15)
+        # 20 - 15 - 5 leaves less than the unreserved minimum (2 of 20).
+        with pytest.raises(InvalidParameterValueException, match="UnreservedConcurrent"):
+            second.put_function_concurrency("g", 5)
+        second.put_function_concurrency("g", 3)
+        first.put_function_concurrency("f", 0)
+        from sandbox.errors import TooManyRequestsException
+
+        with pytest.raises(TooManyRequestsException):
+            second.invoke("f", {})

@@ -371,18 +371,30 @@ class StreamPoller(Poller):
         # Several Runtimes: the shard and lane go to whichever holds its lease,
         # from the checkpoint as it is when the lease is taken.
         lease = mapping_lease_key(self.uuid, shard, lane)
+        failures = 0
         try:
             while not self.stop_event.is_set():
-                if not shared.hold_lease(lease):
-                    self.stop_event.wait(IDLE_WAIT_S)
-                    continue
-                position = self.ctx.store.get_checkpoints(self.uuid).get((shard, lane), 0)
                 try:
+                    if not shared.hold_lease(lease):
+                        self.stop_event.wait(IDLE_WAIT_S)
+                        continue
+                    position = self.ctx.store.get_checkpoints(self.uuid).get((shard, lane), 0)
                     self._poll_shard(shard, lane, position, lambda: shared.hold_lease(lease))
+                    failures = 0
                 except LeaseLost as exc:
                     log.warning("mapping %s: %s", self.uuid, exc.message)
+                except Exception:
+                    # The store stayed unreachable beyond its reconnection retries:
+                    # try again (the checkpoint says where), do not end the poller.
+                    log.exception("mapping %s: shard %d lane %d failed; retrying",
+                                  self.uuid, shard, lane)
+                    self._backoff(failures)
+                    failures += 1
         finally:
-            shared.release_lease(lease)
+            try:
+                shared.release_lease(lease)
+            except Exception:  # unreachable: the lease expires by itself
+                log.warning("mapping %s: lease %s not released; it expires", self.uuid, lease)
 
     def _poll_shard(self, shard: int, lane: int, position: int,
                     still_held: Callable[[], bool] = lambda: True) -> None:

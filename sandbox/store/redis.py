@@ -152,7 +152,6 @@ class RedisStore:
 
     def __init__(self, url: str) -> None:
         redis_url, self.lease_s = parse_url(url)
-        self.url = url
         # Any: redis-py's annotations type every reply as a union of all reply
         # shapes; the shapes here are fixed by the commands and scripts used.
         # No retries until Redis answered once: a wrong URL fails at once.
@@ -171,7 +170,9 @@ class RedisStore:
             self._ensure_group()
         except redis.RedisError as exc:
             self._r.close()
-            raise ServiceException(f"cannot use the Redis store at {redis_url}: {exc}") from None
+            where = urllib.parse.urlsplit(redis_url)  # named without any password
+            place = f"{where.hostname}:{where.port or 6379}" if where.hostname else where.path
+            raise ServiceException(f"cannot use the Redis store at {place}: {exc}") from None
         self._r.set_retry(Retry(ExponentialBackoff(cap=RECONNECT_BACKOFF_CAP_S,
                                                    base=RECONNECT_BACKOFF_BASE_S),
                                 RECONNECT_RETRIES))

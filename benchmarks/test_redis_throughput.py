@@ -5,10 +5,12 @@ Run::
     .venv/bin/python -m pytest benchmarks/test_redis_throughput.py --benchmark-only \
         --benchmark-columns=min,median,max,rounds
 
-Group redis-async: EVENTS Event invokes of the noop function, accepted and
-delivered by 1, 2 or 3 Runtime processes (tests/shared_worker.py) on one
-redis-server with AOF and ``appendfsync always`` (every acknowledged event
-on disk). Each process accepts its share from one thread and delivers its
+Groups redis-async appendfsync=always|everysec: EVENTS Event invokes of the
+noop function, accepted and delivered by 1, 2 or 3 Runtime processes
+(tests/shared_worker.py) on one redis-server with AOF and ``appendfsync
+always`` (every acknowledged event on disk: the durable setting) or
+``everysec`` (for comparison: up to a second of acknowledged events may be
+lost if Redis dies). Each process accepts its share from one thread and delivers its
 own events and the others'; a round runs from the start signal until every
 event is accepted and retired (Redis holds none). Process start-up is not
 timed. events/s (from the median) is in extra_info["per_second"].
@@ -48,10 +50,10 @@ def _redis_server_class() -> Any:
     return module.RedisServer
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
+@pytest.fixture(scope="module", params=["always", "everysec"])
+def server(request: pytest.FixtureRequest) -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="sandbox-redis-bench-") as directory:
-        instance = _redis_server_class()(Path(directory))
+        instance = _redis_server_class()(Path(directory), appendfsync=request.param)
         try:
             yield instance
         finally:
@@ -101,7 +103,7 @@ class _Round:
 @pytest.mark.parametrize("processes", [1, 2, 3])
 def test_events_accepted_and_delivered(benchmark: Any, server: Any, tmp_path: Path,
                                        processes: int) -> None:
-    benchmark.group = "redis-async"
+    benchmark.group = f"redis-async appendfsync={server.appendfsync}"
     rounds: list[_Round] = []
 
     def setup() -> None:
@@ -116,3 +118,4 @@ def test_events_accepted_and_delivered(benchmark: Any, server: Any, tmp_path: Pa
             rounds[-1].stop()
     benchmark.extra_info["per_second"] = round(EVENTS / benchmark.stats.stats.median)
     benchmark.extra_info["processes"] = processes
+    benchmark.extra_info["appendfsync"] = server.appendfsync

@@ -21,10 +21,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server`` with ``appendonly yes`` and ``appendfsync always``: a
-    write Redis acknowledged is on disk, so it survives a SIGKILL of Redis."""
+    """``redis-server`` with ``appendonly yes`` and (by default) ``appendfsync
+    always``: a write Redis acknowledged is on disk, so it survives a SIGKILL
+    of Redis (``everysec`` is for comparison in benchmarks)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, appendfsync: str = "always") -> None:
+        self.appendfsync = appendfsync
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (scripts/system-deps.sh "
                                "installs the Debian package redis-server)")
@@ -40,7 +42,7 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", self.appendfsync,
              "--save", "", "--protected-mode", "yes", "--daemonize", "no",
              "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from . import constants as C
 from .environments import FunctionPool, Supervisor
@@ -37,7 +37,11 @@ from .functions import FunctionConfig, validate, validate_preload
 from .iam import Authorizer, DelegatedChecks, IamRegistry, Principal
 from .invoke import sync
 from .invoke.asynchronous import AsyncInvoker
-from .invoke.concurrency import ConcurrencyLimiter
+from .invoke.concurrency import (
+    RESERVED_SETTINGS_KIND,
+    ConcurrencyLimiter,
+    SharedConcurrencyLimiter,
+)
 from .invoke.destinations import Destinations
 from .invoke.ids import new_request_id
 from .invoke.mappings import MappingManager
@@ -49,7 +53,7 @@ from .logs import FunctionLog
 from .services.arns import Arns
 from .services.queues import QueueService
 from .services.streams import StreamService
-from .store import SQLiteStore
+from .store import SharedStore, open_store
 from .store.lock import StateDirLock
 
 log = logging.getLogger("sandbox")
@@ -59,7 +63,7 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 _UNSET: Any = object()
 # Settings kinds of the store (per function) and the wait for background threads on close.
-CONCURRENCY_KIND = "concurrency"
+CONCURRENCY_KIND = RESERVED_SETTINGS_KIND
 INVOCATION_THREADS_JOIN_S = 10.0
 
 
@@ -115,6 +119,9 @@ class Runtime:
             ``synchronous=FULL``), so that acknowledged events also survive
             an operating-system crash or power loss; by default a commit
             survives the process being killed, not the machine going down.
+        store: "sqlite" (the state dir's database) or a Redis URL
+            (``redis://host:port/db``, option ``?lease_s=10``) that several
+            Runtimes share: see sandbox/store/redis.py.
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class Runtime:
         retry_base_delay_s: float = C.ASYNC_RETRY_BASE_DELAY_S,
         async_payload_max: int = C.ASYNC_PAYLOAD_MAX,
         fsync_commits: bool = False,
+        store: str = "sqlite",
         preload: Sequence[str] = DEFAULT_PRELOAD,
     ) -> None:
         base_preload = validate_preload(preload)
@@ -161,7 +169,8 @@ class Runtime:
         self.idle_timeout_s = idle_timeout_s
         self.concurrency_limit = concurrency_limit
         self.python = python
-        self._lock = threading.Lock()
+        # Reentrant: _get may open a function of a shared store under it.
+        self._lock = threading.RLock()
         self._functions: dict[str, _Function] = {}
         self._generation = 0
         self._closed = False
@@ -171,8 +180,7 @@ class Runtime:
         try:
             self._state_lock = StateDirLock(self.state_dir)  # one Runtime per state dir
             try:
-                self._store = SQLiteStore(os.path.join(self.state_dir, "sandbox.db"),
-                                          synchronous="FULL" if fsync_commits else "NORMAL")
+                self._store = open_store(store, self.state_dir, fsync_commits)
             except BaseException:
                 self._state_lock.release()
                 raise
@@ -343,6 +351,10 @@ class Runtime:
         return function.config.to_lambda(function.arn)
 
     def list_functions(self) -> list[dict[str, Any]]:
+        if self._store.shared:  # as other Runtimes registered, changed or deleted them
+            stored = {FunctionConfig.from_record(r).name for r in self._store.list_functions()}
+            for name in stored | set(self._functions):
+                self._lookup(name)
         with self._lock:
             functions = sorted(self._functions.values(), key=lambda f: f.config.name)
         return [f.config.to_lambda(f.arn) for f in functions]
@@ -559,22 +571,61 @@ class Runtime:
         self._streams = StreamService(self._store, self.arns)
         reserved = {name: int(record["ReservedConcurrentExecutions"]) for name, record
                     in self._store.list_function_settings(CONCURRENCY_KIND).items()}
-        self._limiter = ConcurrencyLimiter(self.concurrency_limit, reserved)
+        self._limiter = (SharedConcurrencyLimiter(cast(SharedStore, self._store),
+                                                  self.concurrency_limit, reserved)
+                         if self._store.shared
+                         else ConcurrencyLimiter(self.concurrency_limit, reserved))
         checks = DelegatedChecks(self._authorizer, self._function_identity)
         destinations = Destinations(self.arns, self._queues,
-                                    lambda name: name in self._functions, checks)
-        self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._functions.get,
+                                    lambda name: self._lookup(name) is not None, checks)
+        self._async = AsyncInvoker(self._store, self.arns, self._limiter, self._lookup,
                                    destinations, self._queues.notify, retry_base_delay_s)
         context = MappingContext(
             self._store, self.arns, self._queues, self._streams, self._limiter,
-            self._functions.get, destinations, self._async.schedule_stored, retry_base_delay_s)
+            self._lookup, destinations, self._async.schedule_stored, retry_base_delay_s)
         self._async.on_invoked = context.on_invoked = self._invoked  # metrics listeners
         self._mappings = MappingManager(context)
+
+    def _lookup(self, name: str) -> _Function | None:
+        """A registered function (for every invocation path). With a shared
+        store the stored record decides: a function another Runtime
+        registered is opened here, one it updated is reopened (running
+        invocations finish in their old environments), one it deleted is
+        closed here too."""
+        function = self._functions.get(name)
+        if not self._store.shared or self._closed:
+            return function
+        record = self._store.get_function(name)
+        if function is not None and record is not None and _same_record(function, record):
+            return function
+        retired: _Function | None = None
+        with self._lock:
+            if self._closed:
+                return None
+            # Again under the lock, which this Runtime's own changes hold while
+            # they write: a record read before one of them is not acted on.
+            record = self._store.get_function(name)
+            function = self._functions.get(name)
+            if record is None:
+                if function is not None:  # deleted through another Runtime
+                    retired = self._functions.pop(name)
+                    self._async.forget_function(name)
+                function = None
+            elif function is None or not _same_record(function, record):
+                retired = function
+                function = self._open_function(FunctionConfig.from_record(record),
+                                               function.log if function else None)
+                self._functions[name] = function
+        if retired is not None:
+            retired.pool.close()
+            if function is None:
+                retired.log.close()
+        return function
 
     def _function_identity(self, name: str) -> tuple[str, str | None] | None:
         """(ARN, execution role) of a function, for the role checks of its
         destinations and mappings; None when it does not exist."""
-        function = self._functions.get(name)
+        function = self._lookup(name)
         return None if function is None else (function.arn, function.config.role)
 
     def create_queue(self, name: str, visibility_timeout_s: int = 30,
@@ -729,7 +780,7 @@ class Runtime:
     # -- end of invocation models (issue 4) -------------------------------------------------
 
     # -- interfaces: figures and invocation listeners for metrics (issue 6) ----------------
-    # (read-only views for sandbox/http/metrics.py; the store is always SQLite here)
+    # (read-only views for sandbox/http/metrics.py, through the store's figures)
     _invocation_listeners: tuple[Any, ...] = ()  # replaced whole, so readers need no lock
 
     def add_invocation_listener(self, listener: Any) -> None:
@@ -758,11 +809,9 @@ class Runtime:
         """Stored asynchronous events by function (pending, waiting for a retry or
         being delivered): ``{"depth": count, "oldest_age_s": seconds since the
         oldest was accepted}``."""
-        rows = self._store._read("SELECT function, COUNT(*), MIN(accepted_at) FROM async_events"
-                                 " GROUP BY function")
         now = time.time()
-        return {str(function): {"depth": float(count), "oldest_age_s": max(now - oldest, 0.0)}
-                for function, count, oldest in rows}
+        return {function: {"depth": float(count), "oldest_age_s": max(now - oldest, 0.0)}
+                for function, (count, oldest) in self._store.event_backlog().items()}
 
     def mapping_lag(self) -> list[dict[str, Any]]:
         """How far each event source mapping is behind its source: UUID,
@@ -774,21 +823,17 @@ class Runtime:
         for record in self._mappings.list():
             service, source = self.arns.parse(record["EventSourceArn"])
             if service == "sqs":
-                rows = self._store._read("SELECT COUNT(*), MIN(sent_at) FROM messages"
-                                         " WHERE queue = ?", (source,))
-                waiting, oldest = int(rows[0][0]), rows[0][1]
+                waiting, oldest = self._store.queue_backlog(source)
             else:
                 waiting, oldest = 0, None
                 lanes = int(record.get("ParallelizationFactor", 1))
                 for (shard, lane), position in self._store.get_checkpoints(
                         record["UUID"]).items():
-                    rows = self._store._read(
-                        "SELECT COUNT(*), MIN(arrived_at) FROM stream_records WHERE stream = ?"
-                        " AND shard = ? AND sequence > ? AND lane_key % ? = ?",
-                        (source, shard, position, lanes, lane))
-                    waiting += int(rows[0][0])
-                    if rows[0][1] is not None:
-                        oldest = rows[0][1] if oldest is None else min(oldest, rows[0][1])
+                    count, first = self._store.stream_backlog(source, shard, position, lanes,
+                                                              lane)
+                    waiting += count
+                    if first is not None:
+                        oldest = first if oldest is None else min(oldest, first)
             lags.append({key: record[key] for key in
                          ("UUID", "FunctionArn", "EventSourceArn", "State")}
                         | {"waiting": waiting,
@@ -802,7 +847,7 @@ class Runtime:
             raise ServiceException("this Runtime is closed")
 
     def _get(self, name: str) -> _Function:
-        function = self._functions.get(name)
+        function = self._lookup(name)
         if function is None:
             raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}")
         return function
@@ -869,6 +914,12 @@ class Runtime:
                 self._supervisor.call_later(period, sweep)
 
         self._supervisor.call_later(period, sweep)
+
+
+def _same_record(function: _Function, record: dict[str, Any]) -> bool:
+    """Whether a stored function record is the configuration ``function`` runs."""
+    return json.dumps(function.config.to_record(), sort_keys=True) == json.dumps(
+        record, sort_keys=True)
 
 
 def _encode_payload(payload: Any) -> bytes:

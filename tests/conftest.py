@@ -191,3 +191,34 @@ def take_records(rt: Runtime, queue: str, count: int, timeout: float = 20.0) -> 
     import json
 
     return [json.loads(m["body"]) for m in take_messages(rt, queue, count, timeout)]
+
+
+# -- stores: the same behavioural tests on SQLite and on a real Redis ------------------
+STORES = ("sqlite", "redis")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One ``redis-server`` (AOF on) per test module (so that it is gone before
+    tests that check no child process is left); tests flush their database."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> str:
+    """Both stores: "sqlite" (the default) and a Redis URL on an empty database."""
+    if request.param == "sqlite":
+        return "sqlite"
+    import redis
+
+    server = request.getfixturevalue("redis_server")
+    client = redis.Redis(port=server.port)
+    client.flushdb()
+    client.close()
+    return str(server.url())

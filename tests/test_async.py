@@ -19,7 +19,7 @@ from sandbox.errors import (
     RequestTooLargeException,
     ResourceNotFoundException,
 )
-from sandbox.store import SQLiteStore
+from sandbox.store import open_store
 from sandbox.store.base import NewEvent
 
 SOURCE = """
@@ -43,8 +43,8 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 @pytest.fixture
-def rt(tmp_path):
-    with Runtime(tmp_path / "state", retry_base_delay_s=FAST) as runtime:
+def rt(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store, retry_base_delay_s=FAST) as runtime:
         make_function(runtime, "f", SOURCE)
         runtime.create_queue("ok")
         runtime.create_queue("failed")
@@ -101,10 +101,10 @@ def test_maximum_retry_attempts_zero_means_one_invocation(rt):
     assert record["requestContext"]["approximateInvokeCount"] == 1
 
 
-def test_retries_wait_one_then_two_base_delays(tmp_path):
+def test_retries_wait_one_then_two_base_delays(tmp_path, store):
     times = tmp_path / "times"
     base = 0.3
-    with Runtime(tmp_path / "state", retry_base_delay_s=base, isolation=False) as rt:
+    with Runtime(tmp_path / "state", store=store, retry_base_delay_s=base, isolation=False) as rt:
         make_function(rt, "f", SOURCE, environment={"TIMES": str(times)})
         rt.invoke("f", {"action": "fail"}, invocation_type="Event")
         assert rt.drain(20)
@@ -114,9 +114,9 @@ def test_retries_wait_one_then_two_base_delays(tmp_path):
     assert stamps[2] - stamps[1] >= 2 * base
 
 
-def test_a_retry_beyond_the_maximum_age_fails_with_event_age_exceeded(tmp_path):
+def test_a_retry_beyond_the_maximum_age_fails_with_event_age_exceeded(tmp_path, store):
     # The default base delay (60 s) puts the first retry past a 60 s maximum age.
-    with Runtime(tmp_path / "state") as rt:
+    with Runtime(tmp_path / "state", store=store) as rt:
         make_function(rt, "f", SOURCE)
         failed = rt.create_queue("failed")
         rt.put_function_event_invoke_config("f", maximum_event_age_s=60, on_failure=failed)
@@ -128,17 +128,17 @@ def test_a_retry_beyond_the_maximum_age_fails_with_event_age_exceeded(tmp_path):
         assert rt.drain(5)
 
 
-def test_an_event_older_than_the_maximum_age_never_runs(tmp_path):
+def test_an_event_older_than_the_maximum_age_never_runs(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state) as rt:
+    with Runtime(state, store=store) as rt:
         make_function(rt, "f", SOURCE)
         failed = rt.create_queue("failed")
         rt.put_function_event_invoke_config("f", maximum_event_age_s=60, on_failure=failed)
     # An event that waited two minutes (the Runtime was down meanwhile).
-    store = SQLiteStore(str(state / "sandbox.db"))
-    store.add_event(NewEvent("f", "old-request", b'{"id": "old"}', time.time() - 120))
-    store.close()
-    with Runtime(state) as rt:
+    backend = open_store(store, str(state), False)
+    backend.add_event(NewEvent("f", "old-request", b'{"id": "old"}', time.time() - 120))
+    backend.close()
+    with Runtime(state, store=store) as rt:
         [record] = take_records(rt, "failed", 1)
         assert record["requestContext"]["condition"] == "EventAgeExceeded"
         assert record["requestContext"]["approximateInvokeCount"] == 0
@@ -198,8 +198,9 @@ def test_zero_reserved_concurrency_sends_events_straight_to_the_failure_path(rt)
     assert result.request_id not in Path(rt.log_path("f")).read_text()
 
 
-def test_throttled_events_wait_for_concurrency(tmp_path):
-    with Runtime(tmp_path / "state", retry_base_delay_s=FAST, concurrency_limit=1) as rt:
+def test_throttled_events_wait_for_concurrency(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store, retry_base_delay_s=FAST,
+                 concurrency_limit=1) as rt:
         make_function(rt, "f", SOURCE)
         ok = rt.create_queue("ok")
         rt.put_function_event_invoke_config("f", on_success=ok)
@@ -237,9 +238,9 @@ def test_deliveries_to_a_slow_function_run_side_by_side(rt):
     assert len({r["responsePayload"] for r in records[1:]}) >= 2, "no two ran at once"
 
 
-def test_pending_events_resume_in_a_reopened_runtime(tmp_path):
+def test_pending_events_resume_in_a_reopened_runtime(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state, retry_base_delay_s=FAST, concurrency_limit=1) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=FAST, concurrency_limit=1) as rt:
         make_function(rt, "f", SOURCE, timeout_s=10)
         ok = rt.create_queue("ok")
         rt.put_function_event_invoke_config("f", on_success=ok)
@@ -252,14 +253,14 @@ def test_pending_events_resume_in_a_reopened_runtime(tmp_path):
         ids = [rt.invoke("f", {"id": i}, invocation_type="Event").request_id for i in range(3)]
         assert not rt.drain(0.2)  # throttled: still stored
     sleeper.join(10)
-    with Runtime(state, retry_base_delay_s=FAST) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=FAST) as rt:
         assert rt.drain(30)
         records = take_records(rt, "ok", 3)
         assert sorted(r["requestContext"]["requestId"] for r in records) == sorted(ids)
 
 
-def test_close_does_not_wait_for_a_retry_minutes_away(tmp_path):
-    with Runtime(tmp_path / "state") as rt:  # default base delay: 60 s
+def test_close_does_not_wait_for_a_retry_minutes_away(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store) as rt:  # default base delay: 60 s
         make_function(rt, "f", SOURCE)
         rt.invoke("f", {"action": "fail"}, invocation_type="Event")
         assert not rt.drain(1.0)
@@ -305,8 +306,8 @@ def test_event_invoke_config_validation(rt, kwargs, match):
         rt.put_function_event_invoke_config("f", **kwargs)
 
 
-def test_event_payload_rules(tmp_path):
-    with Runtime(tmp_path / "state", async_payload_max=100) as rt:
+def test_event_payload_rules(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store, async_payload_max=100) as rt:
         make_function(rt, "f", SOURCE)
         with pytest.raises(RequestTooLargeException, match="100 bytes"):
             rt.invoke("f", {"x": "y" * 100}, invocation_type="Event")
@@ -324,14 +325,14 @@ def test_events_of_a_deleted_function_are_dropped(rt):
     assert rt.drain(20)
 
 
-def test_group_commit_keeps_every_concurrent_event(tmp_path):
-    store = SQLiteStore(str(tmp_path / "sandbox.db"))
+def test_group_commit_keeps_every_concurrent_event(tmp_path, store):
+    backend = open_store(store, str(tmp_path), False)
     ids: list[int] = []
     lock = threading.Lock()
 
     def accept(n):
         for i in range(100):
-            event_id = store.add_event(NewEvent("f", f"{n}-{i}", b"{}", time.time()))
+            event_id = backend.add_event(NewEvent("f", f"{n}-{i}", b"{}", time.time()))
             with lock:
                 ids.append(event_id)
 
@@ -341,17 +342,17 @@ def test_group_commit_keeps_every_concurrent_event(tmp_path):
     for t in threads:
         t.join()
     assert len(set(ids)) == 800
-    assert sorted(i for _, i in store.pending_events()) == sorted(ids)
-    store.close()
+    assert sorted(i for _, i in backend.pending_events()) == sorted(ids)
+    backend.close()
 
 
-def test_close_ends_every_delivery_and_poller_thread(tmp_path):
+def test_close_ends_every_delivery_and_poller_thread(tmp_path, store):
     def ours():
         return [t for t in threading.enumerate()
                 if t.name.startswith(("sandbox-async", "sandbox-poller")) and t.is_alive()]
 
     assert ours() == []
-    with Runtime(tmp_path / "state", retry_base_delay_s=FAST) as rt:
+    with Runtime(tmp_path / "state", store=store, retry_base_delay_s=FAST) as rt:
         make_function(rt, "f", SOURCE)
         queue = rt.create_queue("q")
         stream = rt.create_stream("s", shards=2)
@@ -369,9 +370,9 @@ def test_close_ends_every_delivery_and_poller_thread(tmp_path):
     ({"retry_base_delay_s": 0}, "retry_base_delay_s"),
     ({"async_payload_max": 0}, "async_payload_max"),
 ])
-def test_runtime_options_are_checked(tmp_path, options, match):
+def test_runtime_options_are_checked(tmp_path, options, match, store):
     with pytest.raises(InvalidParameterValueException, match=match):
-        Runtime(tmp_path / "state", **options)
+        Runtime(tmp_path / "state", store=store, **options)
 
 
 def test_invocation_listeners_hear_of_each_delivery(rt):

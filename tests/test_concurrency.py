@@ -80,8 +80,8 @@ def test_acquire_waits_for_a_slot():
 
 
 @pytest.fixture
-def rt(tmp_path):
-    with Runtime(tmp_path / "state", concurrency_limit=20) as runtime:
+def rt(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store, concurrency_limit=20) as runtime:
         make_function(runtime, "f", ACTIONS_SOURCE, timeout_s=5)
         make_function(runtime, "g", ACTIONS_SOURCE, timeout_s=5)
         yield runtime
@@ -122,8 +122,8 @@ def test_zero_reserved_concurrency_throttles_every_sync_invoke(rt):
     assert rt.invoke("f", {}).function_error is None
 
 
-def test_runtime_wide_limit_reason(tmp_path):
-    with Runtime(tmp_path / "state", concurrency_limit=1) as rt:
+def test_runtime_wide_limit_reason(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store, concurrency_limit=1) as rt:
         make_function(rt, "f", ACTIONS_SOURCE, timeout_s=5)
         make_function(rt, "g", ACTIONS_SOURCE, timeout_s=5)
         thread = _hold(rt, "f")
@@ -134,16 +134,16 @@ def test_runtime_wide_limit_reason(tmp_path):
         thread.join(10)
 
 
-def test_reservation_rules_and_persistence(tmp_path):
+def test_reservation_rules_and_persistence(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state, concurrency_limit=20) as rt:
+    with Runtime(state, store=store, concurrency_limit=20) as rt:
         make_function(rt, "f", ACTIONS_SOURCE)
         with pytest.raises(InvalidParameterValueException, match="minimum value"):
             rt.put_function_concurrency("f", 19)
         with pytest.raises(ResourceNotFoundException):
             rt.put_function_concurrency("missing", 1)
         rt.put_function_concurrency("f", 0)
-    with Runtime(state, concurrency_limit=20) as rt:
+    with Runtime(state, store=store, concurrency_limit=20) as rt:
         assert rt.get_function_concurrency("f") == {"ReservedConcurrentExecutions": 0}
         with pytest.raises(TooManyRequestsException):
             rt.invoke("f", {})
@@ -162,8 +162,9 @@ def test_dry_run_runs_nothing(rt):
         assert result.request_id not in log.read()
 
 
-def test_async_deliveries_count_against_the_limit(tmp_path):
-    with Runtime(tmp_path / "state", concurrency_limit=1, retry_base_delay_s=0.05) as rt:
+def test_async_deliveries_count_against_the_limit(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store, concurrency_limit=1,
+                 retry_base_delay_s=0.05) as rt:
         make_function(rt, "f", ACTIONS_SOURCE, timeout_s=5)
         rt.invoke("f", {"action": "sleep", "seconds": 1}, invocation_type="Event")
         deadline = time.monotonic() + 10

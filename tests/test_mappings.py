@@ -19,7 +19,7 @@ from conftest import make_function, take_records, wait_for
 from sandbox import Runtime
 from sandbox.errors import InvalidParameterValueException, ResourceNotFoundException
 from sandbox.services.streams import lane_key
-from sandbox.store import SQLiteStore
+from sandbox.store import open_store
 
 RECORDER = """
 import base64
@@ -84,8 +84,9 @@ class Recorder:
 
 
 @pytest.fixture
-def rt(tmp_path):
-    with Runtime(tmp_path / "state", retry_base_delay_s=0.05, isolation=False) as runtime:
+def rt(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store, retry_base_delay_s=0.05,
+                 isolation=False) as runtime:
         yield runtime
 
 
@@ -320,9 +321,9 @@ def test_stream_event_shape_and_order(rt, tmp_path):
     assert record["eventSourceARN"] == stream
 
 
-def test_latest_skips_older_records_and_checkpoints_persist(tmp_path):
+def test_latest_skips_older_records_and_checkpoints_persist(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         recorder = recording_function(rt, tmp_path)
         stream = rt.create_stream("s")
         rt.put_record("s", "before", "k")
@@ -330,7 +331,7 @@ def test_latest_skips_older_records_and_checkpoints_persist(tmp_path):
         rt.put_record("s", "after", "k")
         assert rt.drain(20)
         assert recorder.bodies() == [["after"]]
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         rt.put_record("s", "reopened", "k")
         assert rt.drain(20)
     assert recorder.bodies() == [["after"], ["reopened"]]
@@ -399,14 +400,14 @@ def test_stream_partial_batch_response_retries_from_the_failed_record(rt, tmp_pa
     assert "functionError" not in record["responseContext"]
 
 
-def test_records_older_than_the_maximum_age_are_discarded(tmp_path):
+def test_records_older_than_the_maximum_age_are_discarded(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         rt.create_stream("s")
-    store = SQLiteStore(str(state / "sandbox.db"))
-    old = store.put_record("s", 0, "k", lane_key("k"), b"old", time.time() - 120)
-    store.close()
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    backend = open_store(store, str(state), False)
+    old = backend.put_record("s", 0, "k", lane_key("k"), b"old", time.time() - 120)
+    backend.close()
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         recorder = recording_function(rt, tmp_path)
         failures = rt.create_queue("failures")
         rt.put_record("s", "new", "k")
@@ -442,9 +443,9 @@ def test_parallelization_factor_keeps_order_per_partition_key(rt, tmp_path):
     assert sum(len(b) for b in recorder.bodies()) == 31
 
 
-def test_a_deleted_source_stops_nothing_else(tmp_path):
+def test_a_deleted_source_stops_nothing_else(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         recorder = recording_function(rt, tmp_path)
         stream = rt.create_stream("s")
         queue = rt.create_queue("q")
@@ -452,10 +453,10 @@ def test_a_deleted_source_stops_nothing_else(tmp_path):
         rt.create_event_source_mapping("f", queue)
         rt.delete_stream("s")
         assert rt.drain(20)
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         rt.delete_queue("q")
         assert rt.drain(20)
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         assert len(rt.list_event_source_mappings()) == 2
         rt.create_queue("q")
         rt.send_message("q", "back")
@@ -487,16 +488,16 @@ def test_update_moves_a_mapping_to_another_function(rt, tmp_path):
     assert (first.bodies(), second.bodies()) == ([["one"]], [["two"]])
 
 
-def test_records_past_the_stream_retention_are_gone_without_a_failure_record(tmp_path):
+def test_records_past_the_stream_retention_are_gone_without_a_failure_record(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         rt.create_stream("s", retention_hours=24)
         with pytest.raises(InvalidParameterValueException, match="retention_hours"):
             rt.create_stream("short", retention_hours=23)
-    store = SQLiteStore(str(state / "sandbox.db"))
-    store.put_record("s", 0, "k", lane_key("k"), b"expired", time.time() - 25 * 3600)
-    store.close()
-    with Runtime(state, retry_base_delay_s=0.05, isolation=False) as rt:
+    backend = open_store(store, str(state), False)
+    backend.put_record("s", 0, "k", lane_key("k"), b"expired", time.time() - 25 * 3600)
+    backend.close()
+    with Runtime(state, store=store, retry_base_delay_s=0.05, isolation=False) as rt:
         recorder = recording_function(rt, tmp_path)
         failures = rt.create_queue("failures")
         rt.put_record("s", "kept", "k")

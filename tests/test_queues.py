@@ -15,13 +15,13 @@ from sandbox.errors import (
     QueueNameExists,
     ReceiptHandleIsInvalid,
 )
-from sandbox.store import SQLiteStore
+from sandbox.store import open_store
 from sandbox.store.base import NewMessage
 
 
 @pytest.fixture
-def rt(tmp_path):
-    with Runtime(tmp_path / "state") as runtime:
+def rt(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store) as runtime:
         yield runtime
 
 
@@ -111,11 +111,11 @@ def test_long_poll_wakes_when_a_message_arrives(rt):
     assert [m["body"] for m in got] == ["wake"]
 
 
-def test_messages_survive_reopen(tmp_path):
-    with Runtime(tmp_path / "state") as rt:
+def test_messages_survive_reopen(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store) as rt:
         rt.create_queue("q")
         rt.send_message("q", "durable")
-    with Runtime(tmp_path / "state") as rt:
+    with Runtime(tmp_path / "state", store=store) as rt:
         assert [m["body"] for m in rt.receive_messages("q")] == ["durable"]
 
 
@@ -170,16 +170,16 @@ def test_delete_queue_removes_messages(rt):
     assert rt.receive_messages("q") == []
 
 
-def test_messages_past_the_retention_period_are_deleted(tmp_path):
+def test_messages_past_the_retention_period_are_deleted(tmp_path, store):
     state = tmp_path / "state"
-    with Runtime(state) as rt:
+    with Runtime(state, store=store) as rt:
         rt.create_queue("q", message_retention_s=60)
         with pytest.raises(InvalidParameterValueException, match="message_retention_s"):
             rt.create_queue("short", message_retention_s=59)
-    store = SQLiteStore(str(state / "sandbox.db"))
-    store.send_messages([NewMessage("q", "old-id", "old", {}, time.time() - 120)])
-    store.close()
-    with Runtime(state) as rt:
+    backend = open_store(store, str(state), False)
+    backend.send_messages([NewMessage("q", "old-id", "old", {}, time.time() - 120)])
+    backend.close()
+    with Runtime(state, store=store) as rt:
         rt.send_message("q", "new")
         assert [m["body"] for m in rt.receive_messages("q")] == ["new"]
         assert rt.get_queue("q")["approximate_number_of_messages_not_visible"] == 1

@@ -14,14 +14,14 @@ from sandbox.errors import (
 )
 from sandbox.services.arns import Arns
 from sandbox.services.streams import StreamService, lane_key
-from sandbox.store import SQLiteStore
+from sandbox.store import open_store
 
 
 @pytest.fixture
-def streams(tmp_path):
-    store = SQLiteStore(str(tmp_path / "sandbox.db"))
-    yield StreamService(store, Arns("eu-west-1", "123456789012"))
-    store.close()
+def streams(tmp_path, store):
+    backend = open_store(store, str(tmp_path), False)
+    yield StreamService(backend, Arns("eu-west-1", "123456789012"))
+    backend.close()
 
 
 def test_arn_and_sequence_numbers_grow(streams):
@@ -108,11 +108,11 @@ def test_bad_input(streams):
         streams.put_record("arn:aws:kinesis:us-east-1:000000000000:stream/s", b"x", "k")
 
 
-def test_runtime_stream_api_persists(tmp_path):
-    with Runtime(tmp_path / "state") as rt:
+def test_runtime_stream_api_persists(tmp_path, store):
+    with Runtime(tmp_path / "state", store=store) as rt:
         arn = rt.create_stream("s", shards=2)
         first = rt.put_record(arn, b"one", "a")
-    with Runtime(tmp_path / "state") as rt:
+    with Runtime(tmp_path / "state", store=store) as rt:
         second = rt.put_record("s", b"two", "a")
         assert int(second) > int(first)
         with pytest.raises(ResourceConflictException):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import urllib.parse
 import warnings
 from typing import Any
 
@@ -28,6 +30,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--state-dir", default=None,
                         help="keep functions, roles and logs here (default: a temporary "
                              "directory removed on exit)")
+    parser.add_argument("--store", default=os.environ.get("SANDBOX_STORE", "sqlite"),
+                        help="sqlite (the state dir's database, the default) or a Redis URL "
+                             "(redis://host:port/db) that several servers share: each "
+                             "async event, queue message and stream batch is worked on by "
+                             "one of them (env SANDBOX_STORE)")
     parser.add_argument("--template", default=None,
                         help="a SAM template whose functions and roles are defined first")
     parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
@@ -51,6 +58,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(run=serve)
+
+
+def _without_password(url: str) -> str:
+    """A store URL fit to print: any password in it replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _parameters(items: list[str]) -> dict[str, str]:
@@ -83,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
         parameters = _parameters(args.parameter)
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
-    options: dict[str, Any] = {"state_dir": args.state_dir,
+    options: dict[str, Any] = {"state_dir": args.state_dir, "store": args.store,
                                "concurrency_limit": args.concurrency_limit,
                                "idle_timeout_s": args.idle_timeout}
     try:
@@ -111,8 +127,9 @@ def serve(args: argparse.Namespace) -> int:
 
     def ready(server: LambdaServer) -> None:
         # One line on stdout, for people and for scripts waiting for the port.
+        shared = "" if args.store == "sqlite" else f", store {_without_password(args.store)}"
         print(f"sandbox: serving Lambda's API on {server.url} (state dir "
-              f"{runtime.state_dir})", flush=True)
+              f"{runtime.state_dir}{shared})", flush=True)
 
     try:
         serve_forever(server, ready)

@@ -7,6 +7,11 @@ record or dead-letter message, so a crash at any moment leaves the event
 either pending (delivered again after restart: at least once) or retired
 with its records written. On restart every stored event is scheduled again.
 
+With a shared store (Redis) several Runtimes deliver: this one does not
+schedule what it accepts but claims due events from the store (its own and
+the others', and those a dead Runtime left), a few at a time so that the
+work spreads; a retry goes back to the store, to be claimed again when due.
+
 Function errors are retried ``MaximumRetryAttempts`` times, ``base`` and
 then ``2 x base`` seconds apart (Lambda: 1 and 2 minutes). An event that
 finds no concurrency goes back to the queue with exponential backoff
@@ -21,14 +26,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .. import constants as C
 from ..environments import FunctionPool
 from ..errors import InvalidParameterValueException, ResourceNotFoundException, SandboxError
 from ..logs import FunctionLog
 from ..services.arns import Arns
-from ..store.base import AsyncEvent, NewEvent, Outbox, Store
+from ..store.base import AsyncEvent, NewEvent, Outbox, SharedStore, Store
 from . import sync
 from .concurrency import ConcurrencyLimiter, backoff_delay
 from .destinations import Destinations, check_destination, invocation_record
@@ -55,6 +60,12 @@ DLQ_ERROR_MESSAGE_MAX = 1024
 # Events accepted by this Runtime are kept in memory until delivered, so a
 # delivery need not read its row back; beyond this many they are read back.
 FRESH_EVENTS_MAX = 10_000
+
+# Shared stores: events claimed but not yet started, at most (more would
+# keep them from another Runtime with free threads), and how long one claim
+# waits for a new event (also how long stop() may wait for the claim loop).
+CLAIM_AHEAD = 32
+CLAIM_WAIT_S = 0.1
 
 CONFIG_KIND = "event_invoke_config"
 DLQ_KIND = "dead_letter"
@@ -87,7 +98,11 @@ class AsyncInvoker:
         self.retry_base_delay_s = retry_base_delay_s
         # Told of every invocation a delivery makes: (function, "async", result).
         self.on_invoked: Callable[[str, str, Any], None] = lambda *_: None
-        self._cond = threading.Condition(threading.Lock())
+        heap_lock = threading.Lock()
+        self._cond = threading.Condition(heap_lock)
+        # Shared stores: the claim loop waits here (on the same lock) for room
+        # in the heap, so it never takes a wake-up meant for a delivery thread.
+        self._room = threading.Condition(heap_lock)
         self._heap: list[tuple[float, int]] = []
         self._in_flight = 0
         self._idle_threads = 0
@@ -102,8 +117,15 @@ class AsyncInvoker:
         # keeps a reader from caching a value a writer has just replaced.
         self._settings: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._settings_lock = threading.Lock()
-        for due, event_id in store.pending_events():
-            self._schedule(due, event_id)
+        self._shared: SharedStore | None = cast(SharedStore, store) if store.shared else None
+        self._feeder: threading.Thread | None = None
+        if self._shared is None:
+            for due, event_id in store.pending_events():
+                self._schedule(due, event_id)
+        else:
+            self._feeder = threading.Thread(target=self._claim_loop, name="sandbox-async-claim",
+                                            daemon=True)
+            self._feeder.start()
 
     # -- configuration ---------------------------------------------------------------------
     def put_config(self, name: str, function_arn: str, maximum_retry_attempts: int | None,
@@ -197,6 +219,8 @@ class AsyncInvoker:
         """Stores the event; returns once it is durable (the 202)."""
         accepted_at = time.time()
         event_id = self._store.add_event(NewEvent(name, request_id, body, accepted_at))
+        if self._shared is not None:
+            return  # whichever Runtime claims it delivers it
         if len(self._fresh) < FRESH_EVENTS_MAX:
             self._fresh[event_id] = AsyncEvent(event_id, name, request_id, body, accepted_at,
                                                accepted_at, 0, 0)
@@ -204,8 +228,33 @@ class AsyncInvoker:
 
     def schedule_stored(self, event_ids: list[int]) -> None:
         """Schedules events another component stored (function destinations)."""
+        if self._shared is not None:
+            return  # claimed from the store like any other
         for event_id in event_ids:
             self._schedule(0.0, event_id)
+
+    def _claim_loop(self) -> None:
+        """Shared stores: claims due events while fewer than CLAIM_AHEAD wait here."""
+        assert self._shared is not None
+        failures = 0
+        while not self._stopping:
+            with self._cond:
+                while len(self._heap) >= CLAIM_AHEAD // 2 and not self._stopping:
+                    self._room.wait(CLAIM_WAIT_S)
+                room = CLAIM_AHEAD - len(self._heap)
+            try:
+                claimed = self._shared.claim_events(max(room, 0), CLAIM_WAIT_S)
+                failures = 0
+            except Exception:
+                # The store is unreachable for longer than its reconnection
+                # retries: keep trying (events stay stored).
+                log.exception("claiming async events failed; retrying")
+                with self._cond:
+                    self._cond.wait(self._throttle_delay(failures))
+                failures += 1
+                continue
+            for event_id in claimed:
+                self._schedule(0.0, event_id)
 
     def _deliveries_max(self) -> int:
         return FAST_DELIVERIES if self._invoke_s < FAST_INVOKE_S else DELIVERY_THREADS_MAX
@@ -236,6 +285,8 @@ class AsyncInvoker:
                     if (self._heap and self._heap[0][0] <= now
                             and self._in_flight < self._deliveries_max()):
                         _, event_id = heapq.heappop(self._heap)
+                        if len(self._heap) < CLAIM_AHEAD // 2:
+                            self._room.notify()
                         self._in_flight += 1
                         break
                     self._idle_threads += 1
@@ -326,7 +377,8 @@ class AsyncInvoker:
 
     def _requeue(self, event: AsyncEvent, attempts: int, throttles: int, due: float) -> None:
         self._store.reschedule_event(event.id, attempts, throttles, due)
-        self._schedule(due, event.id)
+        if self._shared is None:
+            self._schedule(due, event.id)
 
     def _succeed(self, event: AsyncEvent, function_arn: str, config: dict[str, Any],
                  attempts: int, response: tuple[str | None, bytes]) -> None:
@@ -363,14 +415,16 @@ class AsyncInvoker:
         new_events = self._store.retire_event(event.id, outbox)
         if outbox.messages:
             self._notify_queues()
-        for event_id in new_events:
-            self._schedule(0.0, event_id)
+        self.schedule_stored(new_events)
 
     # -- state -----------------------------------------------------------------------------------
     def idle(self) -> bool:
-        """No event is stored (pending, waiting for a retry) or being delivered."""
+        """No event is stored (pending, waiting for a retry) or being delivered
+        (with a shared store: by any Runtime)."""
         with self._cond:
-            return not self._heap and self._in_flight == 0
+            if self._heap or self._in_flight:
+                return False
+        return self._shared is None or self._shared.count_events() == 0
 
     def stop(self) -> None:
         """Stops taking events; deliveries in progress finish (close() ends their
@@ -378,10 +432,12 @@ class AsyncInvoker:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            self._room.notify_all()
 
     def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        for thread in list(self._threads):
+        feeder = [self._feeder] if self._feeder is not None else []
+        for thread in [*feeder, *self._threads]:
             thread.join(max(deadline - time.monotonic(), 0.0))
 
 

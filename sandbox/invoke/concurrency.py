@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .. import constants as C
 from ..errors import InvalidParameterValueException, TooManyRequestsException
+from ..store.base import SharedStore
 
 
 def backoff_delay(retry_base_delay_s: float, failures: int) -> float:
@@ -143,4 +144,60 @@ class ConcurrencyLimiter:
     def wake(self) -> None:
         """Wakes every waiter (used on close)."""
         with self._changed:
+            self._changed.notify_all()
+
+
+# The store's settings kind of reserved concurrency (api.py's CONCURRENCY_KIND,
+# read by the store's slot script too).
+RESERVED_SETTINGS_KIND = "concurrency"
+
+
+class SharedConcurrencyLimiter(ConcurrencyLimiter):
+    """The same limits counted across every Runtime of a shared store: a
+    slot is a lease in the store (renewed while this Runtime lives, expiring
+    when it dies), so the account limit and each reservation hold for all of
+    them together, not for each. Reservations are read from the store (at
+    every acquire, and before each check of them), so a change made through
+    any Runtime applies to all."""
+
+    def __init__(self, store: SharedStore, limit: int,
+                 reserved: dict[str, int] | None = None) -> None:
+        super().__init__(limit, reserved)
+        self._store = store
+
+    def _read_reservations(self) -> None:
+        stored = self._store.list_function_settings(RESERVED_SETTINGS_KIND)
+        reserved = {name: int(record["ReservedConcurrentExecutions"])
+                    for name, record in stored.items()}
+        with self._changed:
+            self._reserved = reserved
+
+    def reserved(self, function: str) -> int | None:
+        self._read_reservations()
+        return super().reserved(function)
+
+    def set_reserved(self, function: str, count: int | None) -> None:
+        self._read_reservations()
+        super().set_reserved(function, count)
+
+    def capacity(self, function: str) -> int:
+        self._read_reservations()
+        return super().capacity(function)
+
+    def try_acquire(self, function: str) -> str | None:
+        reason = self._store.acquire_slot(function, self.limit)
+        if reason is not None:
+            return C.REASON_RESERVED_LIMIT if reason == "reserved" else C.REASON_ACCOUNT_LIMIT
+        with self._changed:
+            self._running[function] = self._running.get(function, 0) + 1
+        return None
+
+    def release(self, function: str) -> None:
+        self._store.release_slot(function)
+        with self._changed:
+            running = self._running.get(function, 0) - 1
+            if running <= 0:
+                self._running.pop(function, None)
+            else:
+                self._running[function] = running
             self._changed.notify_all()

@@ -4,6 +4,7 @@ pollers that run for the enabled ones (see pollers.py)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid as uuidlib
 from typing import Any
@@ -21,6 +22,8 @@ STREAM_ONLY = {"starting_position": None, "bisect_batch_on_function_error": Fals
                "parallelization_factor": 1}
 # How long update and delete wait for a mapping's batch in flight to finish.
 STOP_WAIT_S = 60.0
+# Shared stores: how often a Runtime looks for mappings other Runtimes changed.
+FOLLOW_INTERVAL_S = 1.0
 UPDATABLE = ("function", "batch_size", "maximum_batching_window_s", "function_response_types",
              "bisect_batch_on_function_error", "maximum_retry_attempts", "maximum_record_age_s",
              "on_failure", "parallelization_factor", "enabled")
@@ -128,13 +131,46 @@ class MappingManager:
         self._ctx = ctx
         self._pollers: dict[str, Poller] = {}
         self._closed = False
+        # Serializes starting and stopping pollers (the API's calls, and with a
+        # shared store the thread that follows the other Runtimes' changes).
+        self._changing = threading.RLock()
+        self._stopped = threading.Event()
+        self._follower: threading.Thread | None = None
         for record in ctx.store.list_mappings():
             if record["State"] == "Enabled":
-                try:
-                    self._start(record)
-                except SandboxError as exc:  # its stream was deleted
-                    log.warning("event source mapping %s not started: %s", record["UUID"],
-                                exc.message)
+                self._start_stored(record)
+        if ctx.store.shared:
+            self._follower = threading.Thread(target=self._follow, name="sandbox-mappings",
+                                              daemon=True)
+            self._follower.start()
+
+    def _start_stored(self, record: dict[str, Any]) -> None:
+        try:
+            self._start(record)
+        except SandboxError as exc:  # its stream was deleted
+            log.warning("event source mapping %s not started: %s", record["UUID"],
+                        exc.message)
+
+    def _follow(self) -> None:
+        """Shared stores: starts, restarts and stops pollers as other Runtimes
+        create, update and delete mappings (seen within FOLLOW_INTERVAL_S)."""
+        while not self._stopped.wait(FOLLOW_INTERVAL_S):
+            try:
+                records = {r["UUID"]: r for r in self._ctx.store.list_mappings()}
+            except Exception:
+                log.exception("cannot read event source mappings; retrying")
+                continue
+            with self._changing:
+                if self._closed:
+                    return
+                for mapping_id, poller in list(self._pollers.items()):
+                    record = records.get(mapping_id)
+                    if (record is None or record["State"] != "Enabled"
+                            or record["LastModified"] != poller.record["LastModified"]):
+                        self._stop(mapping_id)
+                for mapping_id, record in records.items():
+                    if record["State"] == "Enabled" and mapping_id not in self._pollers:
+                        self._start_stored(record)
 
     def _source(self, arn: str) -> tuple[str, str]:
         """``(kind, name)`` of an existing queue or stream ARN."""
@@ -185,9 +221,10 @@ class MappingManager:
             self._ctx.store.put_checkpoints(mapping_id, {
                 (shard, lane): self._ctx.streams.last_sequence(source, shard) if latest else 0
                 for shard in range(shards) for lane in range(record["ParallelizationFactor"])})
-        self._ctx.store.put_mapping(mapping_id, record)
-        if enabled:
-            self._start(record)
+        with self._changing:
+            self._ctx.store.put_mapping(mapping_id, record)
+            if enabled:
+                self._start(record)
         return mapping_id
 
     def _check_role(self, function: str, source_arn: str, destination: dict[str, Any]) -> None:
@@ -256,13 +293,15 @@ class MappingManager:
             "StateTransitionReason": "USER_INITIATED", "LastModified": time.time(),
             "DestinationConfig": destination,
         })
-        self._stop(mapping_id)
-        if kind == "kinesis" and record["ParallelizationFactor"] != old["ParallelizationFactor"]:
-            self._relane(mapping_id, source, old["ParallelizationFactor"],
-                         record["ParallelizationFactor"])
-        self._ctx.store.put_mapping(mapping_id, record)
-        if record["State"] == "Enabled":
-            self._start(record)
+        with self._changing:
+            self._stop(mapping_id)
+            if (kind == "kinesis"
+                    and record["ParallelizationFactor"] != old["ParallelizationFactor"]):
+                self._relane(mapping_id, source, old["ParallelizationFactor"],
+                             record["ParallelizationFactor"])
+            self._ctx.store.put_mapping(mapping_id, record)
+            if record["State"] == "Enabled":
+                self._start(record)
         return record
 
     def _relane(self, mapping_id: str, stream: str, old_lanes: int, lanes: int) -> None:
@@ -286,8 +325,9 @@ class MappingManager:
         """Stops the mapping's pollers (waiting for a batch in flight, at most
         STOP_WAIT_S) and removes it; returns its record with State "Deleting"."""
         record = self.get(mapping_id)
-        self._stop(mapping_id)
-        self._ctx.store.delete_mapping(mapping_id)
+        with self._changing:
+            self._stop(mapping_id)
+            self._ctx.store.delete_mapping(mapping_id)
         return dict(record, State="Deleting")
 
     def _start(self, record: dict[str, Any]) -> None:
@@ -321,12 +361,16 @@ class MappingManager:
         return all(poller.idle() for poller in list(self._pollers.values()))
 
     def stop(self) -> None:
-        self._closed = True
-        for poller in self._pollers.values():
-            poller.stop()
+        self._stopped.set()
+        with self._changing:  # no poller starts after this
+            self._closed = True
+            for poller in list(self._pollers.values()):
+                poller.stop()
         self._wake()
 
     def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        if self._follower is not None:
+            self._follower.join(timeout_s)
         for poller in list(self._pollers.values()):
             poller.join(max(deadline - time.monotonic(), 0.0))

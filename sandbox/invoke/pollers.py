@@ -7,7 +7,9 @@ Pollers are added while batches come back full (a backlog), up to the
 function's concurrency, and leave again when the queue is empty.
 
 Stream sources: one poller per shard and parallelization lane (records with
-one partition key always take the same lane, so they stay in order). A
+one partition key always take the same lane, so they stay in order). With a
+shared store, a shard and lane is processed by the one Runtime that holds its
+lease, and its checkpoint moves only while that lease is held. A
 position (checkpoint) per lane advances only past records that succeeded or
 were handed to the failure path, in the same transaction as the on-failure
 record.
@@ -22,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .. import constants as C
 from ..errors import ResourceNotFoundException, SandboxError
@@ -30,7 +32,15 @@ from ..iam.delegated import DelegatedChecks
 from ..services.arns import Arns
 from ..services.queues import QueueService, md5_of_body, system_attributes
 from ..services.streams import StreamService, sequence_number, shard_id
-from ..store.base import Message, Outbox, Store, StreamRecord
+from ..store.base import (
+    LeaseLost,
+    Message,
+    Outbox,
+    SharedStore,
+    Store,
+    StreamRecord,
+    mapping_lease_key,
+)
 from . import sync
 from .asynchronous import Lookup
 from .concurrency import ConcurrencyLimiter, backoff_delay
@@ -354,12 +364,50 @@ class StreamPoller(Poller):
             for shard in range(shards) for lane in range(lanes))
 
     def _poll(self, shard: int, lane: int, position: int) -> None:
+        shared = cast(SharedStore, self.ctx.store) if self.ctx.store.shared else None
+        if shared is None:
+            self._poll_shard(shard, lane, position)
+            return
+        # Several Runtimes: the shard and lane go to whichever holds its lease,
+        # from the checkpoint as it is when the lease is taken.
+        lease = mapping_lease_key(self.uuid, shard, lane)
+        failures = 0
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if not shared.hold_lease(lease):
+                        self.stop_event.wait(IDLE_WAIT_S)
+                        continue
+                    position = self.ctx.store.get_checkpoints(self.uuid).get((shard, lane), 0)
+                    self._poll_shard(shard, lane, position, lambda: shared.hold_lease(lease))
+                    failures = 0
+                except LeaseLost as exc:
+                    log.warning("mapping %s: %s", self.uuid, exc.message)
+                except Exception:
+                    # The store stayed unreachable beyond its reconnection retries:
+                    # try again (the checkpoint says where), do not end the poller.
+                    log.exception("mapping %s: shard %d lane %d failed; retrying",
+                                  self.uuid, shard, lane)
+                    self._backoff(failures)
+                    failures += 1
+        finally:
+            try:
+                shared.release_lease(lease)
+            except Exception:  # unreachable: the lease expires by itself
+                log.warning("mapping %s: lease %s not released; it expires", self.uuid, lease)
+
+    def _poll_shard(self, shard: int, lane: int, position: int,
+                    still_held: Callable[[], bool] = lambda: True) -> None:
+        """Processes one shard and lane from ``position`` until stopped, or
+        until ``still_held()`` says another Runtime took its lease."""
         batch_size = int(self.record["BatchSize"])
         window = float(self.record["MaximumBatchingWindowInSeconds"])
         lanes = int(self.record["ParallelizationFactor"])
         while not self.stop_event.is_set():
             if not self._may_read():
                 continue
+            if not still_held():
+                return
             with self._lock:
                 self._busy += 1
             try:

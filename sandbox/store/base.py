@@ -12,6 +12,19 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..errors import ResourceConflictException
+
+
+class LeaseLost(ResourceConflictException):
+    """A checkpoint was refused: this Runtime no longer holds the lease of its
+    shard and lane (it stopped renewing for too long; another took over)."""
+
+
+def mapping_lease_key(uuid: str, shard: int, lane: int) -> str:
+    """The lease that lets one Runtime at a time process a stream mapping's
+    shard and lane (shared stores)."""
+    return f"mapping:{uuid}:{shard}:{lane}"
+
 
 @dataclasses.dataclass(frozen=True)
 class NewMessage:
@@ -88,7 +101,11 @@ class Outbox:
 
 class Store(Protocol):
     """Durable state of one Runtime: registry, queues, streams, async events,
-    event source mappings and their checkpoints, per-function settings."""
+    event source mappings and their checkpoints, per-function settings.
+    ``shared`` stores (Redis) are used by several Runtimes at once and also
+    implement :class:`SharedStore`."""
+
+    shared: bool
 
     # -- functions -------------------------------------------------------------------
     def put_function(self, name: str, record: dict[str, Any]) -> None:
@@ -239,5 +256,44 @@ class Store(Protocol):
         """Moves one position forward, writing ``outbox`` in the same
         transaction; returns the ids of the events the outbox added."""
 
+    # -- figures (metrics) ---------------------------------------------------------------
+    def event_backlog(self) -> dict[str, tuple[int, float]]:
+        """Stored asynchronous events by function: ``(count, oldest accepted_at)``."""
+
+    def queue_backlog(self, queue: str) -> tuple[int, float | None]:
+        """``(messages, oldest sent_at)`` of a queue, visible or in flight."""
+
+    def stream_backlog(self, stream: str, shard: int, after: int, lanes: int, lane: int
+                       ) -> tuple[int, float | None]:
+        """``(records, oldest arrived_at)`` after ``after`` in one shard and lane."""
+
     def close(self) -> None:
         """Releases the backend's resources."""
+
+
+class SharedStore(Store, Protocol):
+    """A store several Runtimes use at once. Work is shared through claims
+    and leases that this Runtime renews while it lives and that expire (to
+    be taken over by another) when it stops renewing."""
+
+    def claim_events(self, limit: int, wait_s: float) -> list[int]:
+        """Up to ``limit`` event ids for this Runtime to deliver now (waiting
+        up to ``wait_s`` for one); each stays claimed until retired or
+        rescheduled (a rescheduled event is claimed again when due, by any
+        Runtime)."""
+
+    def count_events(self) -> int:
+        """Stored events of every Runtime: pending, waiting or being delivered."""
+
+    def hold_lease(self, key: str) -> bool:
+        """Takes or keeps the lease ``key``; False while another Runtime holds it."""
+
+    def release_lease(self, key: str) -> None:
+        """Gives the lease up."""
+
+    def acquire_slot(self, function: str, limit: int) -> str | None:
+        """A concurrency slot counted across every Runtime: None, or the
+        limit that was reached ("reserved" or "account")."""
+
+    def release_slot(self, function: str) -> None:
+        """Returns a slot ``acquire_slot`` gave."""

@@ -128,6 +128,8 @@ class _Pending:
 class SQLiteStore:
     """Thread-safe: one connection, serialized by a lock; accept paths group-commit."""
 
+    shared = False  # one Runtime per database (the state dir's lock)
+
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
@@ -478,6 +480,25 @@ class SQLiteStore:
             return _apply(db, outbox)
         result: list[int] = self._transaction(op)
         return result
+
+    # -- figures (metrics) ---------------------------------------------------------------
+    def event_backlog(self) -> dict[str, tuple[int, float]]:
+        rows = self._read("SELECT function, COUNT(*), MIN(accepted_at) FROM async_events"
+                          " GROUP BY function")
+        return {str(function): (int(count), float(oldest)) for function, count, oldest in rows}
+
+    def queue_backlog(self, queue: str) -> tuple[int, float | None]:
+        rows = self._read("SELECT COUNT(*), MIN(sent_at) FROM messages WHERE queue = ?",
+                          (queue,))
+        return int(rows[0][0]), rows[0][1]
+
+    def stream_backlog(self, stream: str, shard: int, after: int, lanes: int, lane: int
+                       ) -> tuple[int, float | None]:
+        rows = self._read(
+            "SELECT COUNT(*), MIN(arrived_at) FROM stream_records WHERE stream = ?"
+            " AND shard = ? AND sequence > ? AND lane_key % ? = ?",
+            (stream, shard, after, lanes, lane))
+        return int(rows[0][0]), rows[0][1]
 
     def close(self) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ServiceException
 from . import report, runner, sweeps, tree
 from .cases import CaseSet
 from .tree_memory import tree_memory
@@ -55,7 +56,10 @@ def run(out_dir: str, quick: bool = False, progress: bool = True,
 
         samples = runner.run_cases(cases, plan.rounds, advance)
         case_set.close()  # its environments and peers must not weigh on the sweeps
-        memory = tree_memory(plan.tree_idle_envs)
+        try:
+            memory = tree_memory(plan.tree_idle_envs)
+        except ServiceException as exc:  # reported in its place, the rest still counts
+            memory = {"error": exc.message}
 
         def sweep_step(label: str) -> None:
             if bar is not None:

@@ -3,8 +3,10 @@
 Files in the output directory:
 
 * ``bench.json``: one entry per case (``warm``, ``snapshot``, ``cold``,
-  ``peer-…``, ``floor-…``; ``-heavy`` for the heavy handler) with its
-  percentiles in milliseconds, the ratios, the targets and the sweeps.
+  ``peer-…``, ``floor-…``; ``-heavy`` for the heavy handler;
+  ``tree-first-…`` and ``cold-first-…`` for the zygote tree's handlers) with
+  its percentiles in milliseconds, the ratios, the targets, the sweeps and
+  the zygote tree's memory (``tree_memory``).
 * ``pytest-benchmark.json``: the cases in pytest-benchmark's JSON layout
   (seconds), so ``pytest-benchmark compare`` can read it.
 * ``bench.md``: the tables.
@@ -35,7 +37,8 @@ FAMILY_ORDER = {"sandbox": 0, "peer": 1, "floor": 2}
 
 @dataclass(frozen=True)
 class Target:
-    """A ratio target of issue 7: ``numerator p50 op limit × denominator p50``."""
+    """A ratio target of issue 7: ``numerator p50 op limit × denominator p50``
+    (issue 8's targets: :func:`tree_target_rows`)."""
 
     label: str
     numerator: str
@@ -306,6 +309,8 @@ def _target_value(row: dict[str, Any]) -> str:
 def _tree_memory_markdown(memory: dict[str, Any] | None) -> list[str]:
     if not memory:
         return []
+    if "error" in memory:
+        return ["", f"Zygote tree memory: not measured: {memory['error']}"]
     lines = ["", "Zygote tree memory (MiB; psutil `memory_full_info`: USS is what only this "
              "process maps, PSS shares each page among the processes mapping it, so PSS "
              "adds up to what the tree really uses):", "",

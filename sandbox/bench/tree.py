@@ -26,7 +26,7 @@ from typing import Any
 
 from ..api import Runtime
 from ..errors import ServiceException
-from .cases import EXAMPLES, CaseSet, Sampler, check_start
+from .cases import EXAMPLES, CaseSet, Sampler, Skipped, check_start
 
 
 @dataclass(frozen=True)
@@ -180,21 +180,25 @@ class FirstStarts:
 def add_cases(case_set: CaseSet, tree_per_round: int = 4, cold_per_round: int = 1) -> None:
     """Adds the ``tree-first-*`` and ``cold-first-*`` cases on the case
     set's Runtime (built already, with the ``sandbox`` family), after
-    warming the tree for each handler.
+    warming the tree for each handler. A ``tree-first-*`` case whose tree
+    could not be warmed (see :func:`warm_tree`) is skipped, with the reason.
 
     Raises:
         ValueError: the case set has no Runtime.
-        ServiceException: the tree could not be warmed (see :func:`warm_tree`).
     """
     rt = case_set.runtime
     if rt is None:
         raise ValueError("the tree cases need the sandbox family's Runtime: build it first")
     for handler in TREE_HANDLERS:
-        parent = warm_tree(rt, handler)
-        case_set.add(tree_case_name(handler.name), "sandbox", handler.name, "snapshot",
-                     tree_per_round, FirstStarts(rt, handler, "snapshot", parent).sampler(),
-                     f"first invoke of a new function, forked from the warm tree "
-                     f"({handler.description})")
+        try:
+            parent = warm_tree(rt, handler)
+        except ServiceException as exc:
+            case_set.skipped.append(Skipped(tree_case_name(handler.name), exc.message))
+        else:
+            case_set.add(tree_case_name(handler.name), "sandbox", handler.name, "snapshot",
+                         tree_per_round, FirstStarts(rt, handler, "snapshot", parent).sampler(),
+                         f"first invoke of a new function, forked from the warm tree "
+                         f"({handler.description})")
         case_set.add(cold_case_name(handler.name), "sandbox", handler.name, "cold",
                      cold_per_round, FirstStarts(rt, handler, "cold", None).sampler(),
                      f"first invoke of a new cold function ({handler.description})")

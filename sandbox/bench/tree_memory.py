@@ -38,8 +38,8 @@ HOLD_S = 0.3
 
 
 def hold_source(handler: TreeHandler) -> str:
-    """A handler module importing what ``handler``'s imports, which sleeps
-    for ``event["hold"]`` seconds."""
+    """A handler module with the imports of ``handler``'s module, whose
+    handler sleeps for ``event["hold"]`` seconds (to hold its environment)."""
     return "".join(f"import {module}  # noqa: F401\n" for module in handler.preload) + HOLD_SOURCE
 
 
@@ -72,9 +72,10 @@ def _figures(info: Any) -> dict[str, float]:
 
 
 def _sum(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
-    rows = list(rows)
-    return {"count": len(rows),
-            **{key: sum(r[key] for r in rows) for key in ("rss_mb", "uss_mb", "pss_mb")}}
+    """How many processes, and the sums of their RSS, USS and PSS."""
+    listed = list(rows)
+    return {"count": len(listed),
+            **{key: sum(r[key] for r in listed) for key in ("rss_mb", "uss_mb", "pss_mb")}}
 
 
 def measure_tree(rt: Runtime, env_functions: dict[int, str]) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """``sandbox bench``: percentile math, the interleaving, the bwrap detection,
-the target verdicts, and one real ``--quick`` run end to end.
+the target verdicts, the zygote tree's cases and memory report, and one real
+``--quick`` run end to end.
 
 No assertion here is about speed: figures go to benchmarks/ and the report.
 """
@@ -17,12 +18,15 @@ from typing import Any
 import pytest
 from conftest import descendants, wait_gone
 
-from sandbox import cli
+from sandbox import Runtime, cli
 from sandbox.bench import cases as bench_cases
 from sandbox.bench.cases import Case, bwrap_peer
 from sandbox.bench.report import target_rows
 from sandbox.bench.runner import run_cases, schedule
 from sandbox.bench.stats import Summary, percentile
+from sandbox.bench.tree import TREE_HANDLERS, FirstStarts, imports_of, warm_tree
+from sandbox.environments.tree import DEFAULT_PRELOAD
+from sandbox.errors import ServiceException
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -138,12 +142,84 @@ def test_targets_say_pass_miss_and_by_how_much() -> None:
     assert idle["verdict"] == "PASS"
 
 
+def test_tree_targets_judge_the_first_start_in_ms_and_against_cold() -> None:
+    summaries = {"tree-first-stdlib": _summary(4.0), "cold-first-stdlib": _summary(30.0),
+                 "tree-first-thirdparty": _summary(8.0),
+                 "cold-first-thirdparty": _summary(100.0)}
+    rows = {r["target"]: r for r in target_rows(summaries, None)}
+    fast = rows["tree-first-stdlib p50 <= 5 ms"]
+    assert (fast["verdict"], fast["value"], fast["unit"]) == ("PASS", 4.0, "ms")
+    versus_cold = rows["tree-first-stdlib >= 10x faster than cold-first-stdlib (p50)"]
+    assert (versus_cold["verdict"], versus_cold["unit"]) == ("MISS", "x")
+    assert versus_cold["value"] == pytest.approx(7.5)
+    assert versus_cold["missed_by"] == pytest.approx(10 / 7.5)
+    slow = rows["tree-first-thirdparty p50 <= 5 ms"]
+    assert (slow["verdict"], slow["missed_by"]) == ("MISS", pytest.approx(1.6))
+    assert rows["tree-first-thirdparty >= 10x faster than cold-first-thirdparty (p50)"][
+        "verdict"] == "PASS"
+    assert rows["tree-first-base p50 <= 5 ms"]["verdict"] == "n/a"
+
+
+# -- the zygote tree's cases ---------------------------------------------------------
+
+
+def test_imports_of_lists_top_level_imports_as_preload_names(tmp_path: Path) -> None:
+    source = tmp_path / "app.py"
+    source.write_text("import json, xml.etree.ElementTree\nfrom email import message\n"
+                      "from . import sibling\nimport yaml as y\n\n"
+                      "def handler(event, context):\n    import csv\n")
+    assert imports_of(str(source)) == ("email", "json", "xml.etree.ElementTree", "yaml")
+
+
+def test_tree_handlers_need_a_node_except_the_base_one() -> None:
+    by_name = {h.name: h for h in TREE_HANDLERS}
+    assert set(by_name) == {"stdlib", "thirdparty", "base"}
+    base = set(DEFAULT_PRELOAD)
+    assert by_name["base"].preload and set(by_name["base"].preload) <= base
+    assert not by_name["base"].node
+    for name in ("stdlib", "thirdparty"):
+        assert by_name[name].node and set(by_name[name].preload) - base
+    assert {"yaml", "rich.console"} <= set(by_name["thirdparty"].preload)
+
+
+@pytest.fixture
+def tree_runtime() -> Any:
+    # No CPU quota: at 128 MB's 7 % of a vCPU the node's imports take seconds.
+    with Runtime(cpu_follows_memory=False) as rt:
+        yield rt
+
+
+def test_first_start_samples_fork_from_the_warm_node_and_delete_their_function(
+        tree_runtime: Runtime) -> None:
+    stdlib = next(h for h in TREE_HANDLERS if h.name == "stdlib")
+    parent = warm_tree(tree_runtime, stdlib)
+    nodes = {n["pid"]: n for n in tree_runtime.zygote_tree()["tree"]}
+    assert nodes[parent]["parent"] is not None  # a node, not the base
+    times = FirstStarts(tree_runtime, stdlib, "snapshot", parent).sampler()(2)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert [f["FunctionName"] for f in tree_runtime.list_functions()] == ["tree-warm-stdlib"]
+
+
+def test_first_start_sample_refuses_a_zygote_forked_elsewhere(tree_runtime: Runtime) -> None:
+    """A sample whose zygote did not fork from the warm node measured
+    something else: it fails, and its function is deleted all the same."""
+    base = next(h for h in TREE_HANDLERS if h.name == "base")
+    elsewhere = FirstStarts(tree_runtime, base, "snapshot", parent_pid=1)
+    with pytest.raises(ServiceException, match="did not measure the warm tree"):
+        elsewhere.sampler()(1)
+    assert not [f for f in tree_runtime.list_functions()
+                if f["FunctionName"].startswith("first-")]
+
+
 # -- end to end --------------------------------------------------------------------
 
+TREE_CASES = {f"{kind}-first-{handler}" for kind in ("tree", "cold")
+              for handler in ("stdlib", "thirdparty", "base")}
 EXPECTED_CASES = {
     "warm", "snapshot", "cold", "warm-heavy", "snapshot-heavy", "cold-heavy",
     "peer-python", "peer-python-heavy", "peer-forkserver", "peer-forkserver-heavy",
     "peer-pool", "peer-pool-heavy", "floor-fork-native", "floor-os-fork", "floor-roundtrip",
+    *TREE_CASES,
 }
 
 
@@ -205,6 +281,60 @@ def test_quick_bench_writes_markdown_pytest_benchmark_json_and_pngs(
     for png in ("latency_cdf.png", "p50_bars.png", "sweeps.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+
+
+def test_quick_bench_runs_the_tree_cases_with_their_targets(
+        quick_run: tuple[Path, int, str]) -> None:
+    document = json.loads((quick_run[0] / "bench.json").read_text())
+    by_name = {entry["name"]: entry for entry in document["cases"]}
+    for handler in ("stdlib", "thirdparty", "base"):
+        tree, cold = by_name[f"tree-first-{handler}"], by_name[f"cold-first-{handler}"]
+        assert (tree["family"], tree["handler"], tree["start"]) == (
+            "sandbox", handler, "snapshot")
+        assert (cold["handler"], cold["start"]) == (handler, "cold")
+    targets = {t["target"]: t for t in document["targets"]}
+    for handler in ("stdlib", "thirdparty", "base"):
+        within = targets[f"tree-first-{handler} p50 <= 5 ms"]
+        faster = targets[f"tree-first-{handler} >= 10x faster than cold-first-{handler} (p50)"]
+        assert within["unit"] == "ms" and within["verdict"] in ("PASS", "MISS")
+        assert within["value"] == by_name[f"tree-first-{handler}"]["p50"]
+        assert faster["value"] == pytest.approx(
+            by_name[f"cold-first-{handler}"]["p50"] / by_name[f"tree-first-{handler}"]["p50"])
+        assert faster["verdict"] == ("PASS" if faster["value"] >= 10 else "MISS")
+
+
+def test_quick_bench_reports_the_memory_of_the_zygote_tree(
+        quick_run: tuple[Path, int, str]) -> None:
+    out = quick_run[0]
+    memory = json.loads((out / "bench.json").read_text())["tree_memory"]
+    processes = memory["processes"]
+    by_pid = {p["pid"]: p for p in processes}
+    roles = [p["role"] for p in processes]
+    assert roles.count("base") == 1 and roles.count("node") == 2
+    assert roles.count("function zygote") == 3
+    for p in processes:
+        assert 0 < p["uss_mb"] <= p["pss_mb"] <= p["rss_mb"], p
+        if p["role"] == "environment":
+            assert by_pid[p["parent"]]["role"] == "function zygote"
+            assert by_pid[p["parent"]]["holds"] == p["holds"]
+    zygote_parents = {p["holds"]: by_pid[p["parent"]]["role"] for p in processes
+                      if p["role"] == "function zygote"}
+    assert zygote_parents == {"memory-stdlib": "node", "memory-thirdparty": "node",
+                              "memory-base": "base"}
+    totals = memory["totals"]
+    assert totals["count"] == len(processes)
+    assert totals["rss_mb"] == pytest.approx(sum(p["rss_mb"] for p in processes))
+    assert totals["uss_over_rss"] == pytest.approx(totals["uss_mb"] / totals["rss_mb"])
+    assert sum(r["count"] for r in memory["by_role"].values()) == len(processes)
+    for handler in ("stdlib", "thirdparty", "base"):
+        figures = memory["handlers"][handler]
+        assert figures["idle_envs"] >= 2
+        assert figures["env_pss_over_cold_pss"] == pytest.approx(
+            figures["env_pss_mb"] / figures["cold_interpreter"]["pss_mb"])
+    assert memory["cold_equivalent_pss_mb"] > 0
+    markdown = (out / "bench.md").read_text()
+    assert "Zygote tree memory" in markdown
+    assert "| function zygote |" in markdown and "| environment |" in markdown
 
 
 def test_quick_bench_leaves_no_process_behind(quick_run: tuple[Path, int, str]) -> None:

@@ -145,8 +145,9 @@ class CaseSet:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _add(self, name: str, family: str, handler: str | None, start: str | None,
-             per_round: int, sample: Sampler, description: str) -> None:
+    def add(self, name: str, family: str, handler: str | None, start: str | None,
+            per_round: int, sample: Sampler, description: str) -> None:
+        """Adds a case, its ``per_round`` scaled (at least one sample a turn)."""
         rounds = max(1, round(per_round * self.scale))
         self.cases.append(Case(name, family, handler, start, rounds, sample, description))
 
@@ -178,12 +179,12 @@ class CaseSet:
         raise KeyError(name)
 
     def _floors(self) -> None:
-        self._add("floor-fork-native", "floor", None, None, 40,
+        self.add("floor-fork-native", "floor", None, None, 40,
                   _native.fork_exit_wait, "fork + _exit + waitpid, timed in C")
-        self._add("floor-os-fork", "floor", None, None, 40, _os_fork_samples,
+        self.add("floor-os-fork", "floor", None, None, 40, _os_fork_samples,
                   "os.fork + os._exit + os.waitpid from this process")
         self._echo_sock, self._echo_pid = start_echo()
-        self._add("floor-roundtrip", "floor", None, None, 400,
+        self.add("floor-roundtrip", "floor", None, None, 400,
                   _roundtrip_sampler(self._echo_sock),
                   "one framed msgpack INVOKE/RESULT over a socketpair to a forked echo")
 
@@ -193,21 +194,21 @@ class CaseSet:
             for start in ("snapshot", "cold"):
                 name = f"{handler}-{start}"
                 rt.create_function(name, handler="app.handler", code=code, start=start)
-                _check(rt.invoke(name, {}), start)  # boots the zygote / launcher
+                check_start(rt.invoke(name, {}), start)  # boots the zygote / launcher
             snapshot_fn = f"{handler}-snapshot"
-            self._add(case_name("warm", handler), "sandbox", handler, "warm", 300,
+            self.add(case_name("warm", handler), "sandbox", handler, "warm", 300,
                       _invoke_sampler(rt, snapshot_fn, "warm", retire=False),
                       "Runtime.invoke reusing an idle environment")
-            self._add(case_name("snapshot", handler), "sandbox", handler, "snapshot", 6,
+            self.add(case_name("snapshot", handler), "sandbox", handler, "snapshot", 6,
                       _invoke_sampler(rt, snapshot_fn, "snapshot", retire=True),
                       "Runtime.invoke forking a new environment from the zygote")
-            self._add(case_name("cold", handler), "sandbox", handler, "cold", 1,
+            self.add(case_name("cold", handler), "sandbox", handler, "cold", 1,
                       _invoke_sampler(rt, f"{handler}-cold", "cold", retire=True),
                       "Runtime.invoke starting a new interpreter (INIT included)")
 
     def _peers(self) -> None:
         for handler, code in HANDLERS.items():
-            self._add(case_name("peer-python", handler), "peer", handler, None, 1,
+            self.add(case_name("peer-python", handler), "peer", handler, None, 1,
                       _subprocess_sampler([sys.executable, "-c", PEER_SCRIPT], code),
                       "a fresh `python -c` importing and calling the handler")
         self._forkserver_peers()
@@ -217,7 +218,7 @@ class CaseSet:
             if argv is None:
                 self.skipped.append(Skipped(name, reason or "bwrap unusable"))
                 continue
-            self._add(name, "peer", handler, None, 1, _subprocess_sampler(argv, code),
+            self.add(name, "peer", handler, None, 1, _subprocess_sampler(argv, code),
                       "bwrap (new namespaces, read-only root) running a fresh python")
 
     def _forkserver_peers(self) -> None:
@@ -229,14 +230,14 @@ class CaseSet:
         context.set_forkserver_preload([peer_worker.__name__])
         self._forkserver_started = True
         for handler, code in HANDLERS.items():
-            self._add(case_name("peer-forkserver", handler), "peer", handler, None, 4,
+            self.add(case_name("peer-forkserver", handler), "peer", handler, None, 4,
                       _forkserver_sampler(context, code),
                       "multiprocessing forkserver (handler preloaded): a new process "
                       "per invocation, result over a pipe")
         self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
         for handler, code in HANDLERS.items():
             self._pool.submit(peer_worker.invoke, code, {}).result()
-            self._add(case_name("peer-pool", handler), "peer", handler, None, 300,
+            self.add(case_name("peer-pool", handler), "peer", handler, None, 300,
                       _pool_sampler(self._pool, code),
                       "a warm ProcessPoolExecutor worker (submit + result)")
 
@@ -273,7 +274,9 @@ def _resource_tracker() -> Any:
 # -- samplers ----------------------------------------------------------------------
 
 
-def _check(result: Any, expected_start: str) -> None:
+def check_start(result: Any, expected_start: str) -> None:
+    """Raises ServiceException unless the invocation worked, by an
+    ``expected_start`` start."""
     report = result.report
     if result.function_error is not None or report is None:
         raise ServiceException(f"benchmark invocation failed: {result.payload}")
@@ -293,7 +296,7 @@ def _invoke_sampler(rt: Runtime, name: str, start: str, retire: bool) -> Sampler
             t0 = time.perf_counter()
             result = invoke(name, {})
             times.append(time.perf_counter() - t0)
-            _check(result, start)
+            check_start(result, start)
         return times
 
     return sample

@@ -7,21 +7,25 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from . import report, runner, sweeps
+from ..errors import ServiceException
+from . import report, runner, sweeps, tree
 from .cases import CaseSet
+from .tree_memory import tree_memory
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How much a run measures: rounds, samples per turn, sweep sizes."""
+    """How much a run measures: rounds, samples per turn, sweep sizes, and the
+    idle environments per function of the zygote tree's memory report."""
 
     rounds: int
     per_round_scale: float
     sweeps: sweeps.SweepConfig | None
+    tree_idle_envs: int = 2
 
 
-QUICK = Plan(rounds=6, per_round_scale=0.5, sweeps=sweeps.QUICK)
-FULL = Plan(rounds=30, per_round_scale=1.0, sweeps=sweeps.FULL)
+QUICK = Plan(rounds=6, per_round_scale=0.5, sweeps=sweeps.QUICK, tree_idle_envs=2)
+FULL = Plan(rounds=30, per_round_scale=1.0, sweeps=sweeps.FULL, tree_idle_envs=4)
 
 
 def run(out_dir: str, quick: bool = False, progress: bool = True,
@@ -38,7 +42,9 @@ def run(out_dir: str, quick: bool = False, progress: bool = True,
     meta: dict[str, Any] = {"quick": quick, "started": report.now_iso(),
                             "rounds": plan.rounds}
     with CaseSet(plan.per_round_scale) as case_set, _progress(progress) as bar:
-        cases = case_set.build()
+        case_set.build()
+        tree.add_cases(case_set)
+        cases = case_set.cases
         total = plan.rounds * sum(c.per_round for c in cases)
         task = bar.add_task("cases", total=total) if bar else None
         sweep_task = (bar.add_task("sweeps", total=plan.sweeps.steps)
@@ -50,6 +56,10 @@ def run(out_dir: str, quick: bool = False, progress: bool = True,
 
         samples = runner.run_cases(cases, plan.rounds, advance)
         case_set.close()  # its environments and peers must not weigh on the sweeps
+        try:
+            memory = tree_memory(plan.tree_idle_envs)
+        except ServiceException as exc:  # reported in its place, the rest still counts
+            memory = {"error": exc.message}
 
         def sweep_step(label: str) -> None:
             if bar is not None:
@@ -60,7 +70,7 @@ def run(out_dir: str, quick: bool = False, progress: bool = True,
         meta["finished"] = report.now_iso()
         meta["duration_s"] = time.monotonic() - started
         document = report.bench_document(cases, summaries, case_set.skipped, sweep_results,
-                                         meta)
+                                         meta, memory)
     paths = report.write_all(document, samples, out_dir)
     return document, paths
 

@@ -71,7 +71,8 @@ FULL = SweepConfig(concurrency=(1, 2, 4, 8, 16, 32, 64), concurrency_s=2.0,
                    payload_rounds=20, idle_envs=8, budget_mb=1024)
 
 
-def _write_code(rt: Runtime, name: str, source: str) -> str:
+def write_code(rt: Runtime, name: str, source: str) -> str:
+    """A code directory under the Runtime's state dir with ``source`` as app.py."""
     code = os.path.join(rt.state_dir, "code", name)
     os.makedirs(code, exist_ok=True)
     with open(os.path.join(code, "app.py"), "w") as file:
@@ -89,7 +90,7 @@ def run_sweeps(config: SweepConfig, advance: Callable[[str], None] | None = None
     """Runs every sweep on fresh Runtimes (all closed on return)."""
     step = advance or (lambda label: None)
     with Runtime(cpu_follows_memory=False, idle_timeout_s=3600) as rt:
-        code = _write_code(rt, "hold", HOLD_SOURCE)
+        code = write_code(rt, "hold", HOLD_SOURCE)
         rt.create_function("sweep", handler="app.handler", code=code)
         _ok(rt.invoke("sweep", {}))
         results: dict[str, Any] = {
@@ -256,7 +257,7 @@ def memory_sweep(rt: Runtime, config: SweepConfig,
     out: dict[str, Any] = {"budget_mb": config.budget_mb}
     for handler, source in (("noop", HOLD_SOURCE), ("heavy", HEAVY_HOLD_SOURCE)):
         name = f"idle-{handler}"
-        code = _write_code(rt, name, source)
+        code = write_code(rt, name, source)
         rt.create_function(name, handler="app.handler", code=code)
         threads = [threading.Thread(target=_hold, args=(rt, name, 0.3))
                    for _ in range(config.idle_envs)]

@@ -114,12 +114,17 @@ RATIOS = (
           _ref("peer-forkserver", "heavy"), None, None),
     Ratio("warm-noop / peer-pool[noop]", _ref("warm-noop"), _ref("peer-pool", "noop"),
           None, None),
+    # Issue 8's target: a new function's first start via the warm zygote tree
+    # (benchmarks/test_tree.py) against a cold first start of the same handler.
+    *(Ratio(f"cold-first[{h}] / tree-first[{h}]", _ref("cold-first", h),
+            _ref("tree-first", h), ">=", 10.0) for h in ("stdlib", "thirdparty", "base")),
 )
 
 ORDER = ("floor-roundtrip", "floor-fork-native", "floor-os-fork", "peer-python-c",
          "peer-forkserver", "peer-pool", "peer-bwrap",
          "warm-noop", "warm-bare-noop", "warm-heavy", "snapshot-noop", "snapshot-bare-noop",
-         "snapshot-heavy", "cold-noop", "cold-heavy", "isolation-step")
+         "snapshot-heavy", "cold-noop", "cold-heavy", "tree-first", "cold-first",
+         "isolation-step")
 
 
 def _benchmarks(config: pytest.Config) -> list[Any]:

@@ -50,6 +50,9 @@ def functions(runtime: Runtime) -> Functions:
             result = runtime.invoke(name, {})
             assert result.function_error is None, result.payload
             assert result.report is not None and result.report["start"] == start
+            # The first start forked from the zygote tree and booted the
+            # function's zygote meanwhile: snapshot rounds fork from that.
+            runtime._functions[name].pool.join_background(10.0)
             names[kind] = name
     return Functions(snapshot, cold)
 

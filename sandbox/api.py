@@ -245,6 +245,9 @@ class Runtime:
         self._join_invocation_models()
         self._platform.close()
         self._tree.close()
+        for function in functions:
+            # A zygote booting in the background died with the tree.
+            function.pool.join_background(5.0)
         self._supervisor.stop()
         self._host.close()
         for function in functions:

@@ -145,6 +145,27 @@ def wait_gone(pids: Any, timeout: float = 5.0) -> set[int]:
     return remaining
 
 
+def function_zygote(rt: Runtime, name: str) -> Any:
+    """The function's zygote, once up (after a first invoke): where INIT runs
+    isolated, a function's first start forks from the zygote tree and boots
+    its zygote meanwhile."""
+    pool = rt._functions[name].pool
+    assert wait_for(lambda: pool._zygote is not None and pool._zygote.alive), name
+    return pool._zygote
+
+
+def invoke_from_zygote(rt: Runtime, name: str, event: Any = None) -> Any:
+    """An invocation in a new environment forked from the function's zygote:
+    a first invoke boots the zygote, then idle environments (which may come
+    from the tree) are shut down."""
+    pool = rt._functions[name].pool
+    if pool._zygote is None:
+        rt.invoke(name, {})
+    function_zygote(rt, name)
+    rt.shutdown_idle(name, wait=True)
+    return rt.invoke(name, event if event is not None else {})
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
     """Polls ``predicate`` until it is truthy; returns its last value."""
     deadline = time.monotonic() + timeout

@@ -43,19 +43,30 @@ def tree_nodes(rt: Runtime) -> dict[tuple[str, ...], dict]:
 
 
 def zygote_of(rt: Runtime, name: str) -> dict:
+    """The function's zygote, once the boot that its first start began is done."""
+    assert wait_for(lambda: rt.zygote_tree()["functions"][name]["pid"] is not None), \
+        rt.zygote_tree()
     return rt.zygote_tree()["functions"][name]
 
 
-def test_a_function_zygote_forks_from_the_base(rt):
+def test_the_first_start_forks_from_the_tree_and_later_ones_from_the_zygote(rt):
+    """A function's first environment is forked from the base and runs INIT
+    itself; its zygote boots meanwhile, forked from the base too, and the
+    environments after it are forked from the zygote."""
     make_function(rt, "plain", REPORT_SOURCE)
-    r = rt.invoke("plain", {})
-    assert r.function_error is None, r.payload
+    first = rt.invoke("plain", {})
+    assert first.function_error is None, first.payload
     base = tree_nodes(rt)[()]
+    assert psutil.Process(first.report["pid"]).ppid() == base["pid"]
+    assert first.report["init_duration_ms"] is not None
     zygote = zygote_of(rt, "plain")
     assert zygote["parent"] == base["pid"]
     assert psutil.Process(zygote["pid"]).ppid() == base["pid"]
-    assert psutil.Process(r.report["pid"]).ppid() == zygote["pid"]
-    assert r.payload["modules"] == []
+    assert rt.shutdown_idle("plain", wait=True) == 1
+    later = rt.invoke("plain", {})
+    assert later.report["start"] == "snapshot"
+    assert psutil.Process(later.report["pid"]).ppid() == zygote["pid"]
+    assert first.payload["modules"] == later.payload["modules"] == []
 
 
 def test_preload_forks_from_a_node_that_only_functions_asking_for_it_use(rt):
@@ -98,22 +109,26 @@ def test_what_init_imported_picks_the_node_of_the_next_zygote(rt):
     assert "yaml" in first["imports"]
     assert rt.shutdown_idle("learns", wait=True) == 1
     rt._retire_idle_zygotes(0.0)
-    assert zygote_of(rt, "learns")["pid"] is None
-    assert rt.invoke("learns", {}).function_error is None
-    second = zygote_of(rt, "learns")
+    assert rt.zygote_tree()["functions"]["learns"]["pid"] is None
+    # This start forks from the node that now holds yaml; so does the zygote
+    # it boots.
+    r = rt.invoke("learns", {})
+    assert r.function_error is None
     node = next(n for key, n in tree_nodes(rt).items() if "yaml" in key)
+    assert psutil.Process(r.report["pid"]).ppid() == node["pid"]
+    second = zygote_of(rt, "learns")
     assert second["parent"] == node["pid"] and second["pid"] != first["pid"]
 
 
 def test_idle_zygotes_and_nodes_are_shut_down(tmp_path):
-    with Runtime(tmp_path / "s", idle_timeout_s=0.3) as rt:
+    with Runtime(tmp_path / "s", idle_timeout_s=1.0) as rt:
         if not rt.capabilities()["isolation"]["isolated_init"]["enforced"]:
             pytest.skip("no isolated INIT here")
         make_function(rt, "f", REPORT_SOURCE, preload=["yaml"])
         assert rt.invoke("f", {}).function_error is None
         zygote = zygote_of(rt, "f")["pid"]
         node = tree_nodes(rt)[("yaml",)]["pid"]
-        assert wait_for(lambda: zygote_of(rt, "f")["pid"] is None
+        assert wait_for(lambda: rt.zygote_tree()["functions"]["f"]["pid"] is None
                         and set(tree_nodes(rt)) == {()}, timeout=10), rt.zygote_tree()
         assert wait_for(lambda: not psutil.pid_exists(zygote) and not psutil.pid_exists(node))
         # Used again, it is rebuilt: a snapshot start as before.
@@ -128,7 +143,7 @@ def test_a_zygote_that_dies_is_rebuilt_once_and_a_crash_loop_reported(rt):
         assert rt.shutdown_idle("f", wait=True) == 1
         pid = zygote_of(rt, "f")["pid"]
         os.kill(pid, signal.SIGKILL)
-        assert wait_for(lambda: zygote_of(rt, "f")["pid"] is None)
+        assert wait_for(lambda: rt.zygote_tree()["functions"]["f"]["pid"] is None)
 
     assert rt.invoke("f", {}).function_error is None
     kill_zygote()

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import function_zygote, invoke_from_zygote
 
 from sandbox import Runtime
 
@@ -94,6 +95,10 @@ def test_environment_variables(monkeypatch, tmp_path, start):
         rt.create_function("env-fn", "app.handler", code, memory_mb=512, start=start,
                            environment={"GREETING": "hi", "EMPTY": ""})
         r = rt.invoke("env-fn", {})
+        if start == "snapshot" and rt._functions["env-fn"].pool.isolated_init:
+            # The first start ran INIT itself (forked from the tree): on demand.
+            assert r.payload["init"]["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+            r = invoke_from_zygote(rt, "env-fn")
     assert r.function_error is None, r.payload
     expected_init = "snap-start" if start == "snapshot" else "on-demand"
     for phase in ("init", "now"):
@@ -197,10 +202,11 @@ def test_init_output_is_not_repeated_by_each_snapshot_child(runtime, make_functi
             print("handler-line")
             return 1
         """, start="snapshot")
+    runtime.invoke("f", {})  # prints: its INIT ran, in the zygote or in the environment
+    function_zygote(runtime, "f")
     for _ in range(2):
+        runtime.shutdown_idle("f", wait=True)
         runtime.invoke("f", {})
-        runtime.shutdown_idle("f")
-    runtime.invoke("f", {})
     text = Path(runtime.log_path("f")).read_text()
     assert text.count("init-line-once") == 1
     assert text.count("handler-line") == 3

@@ -195,6 +195,9 @@ class CaseSet:
                 name = f"{handler}-{start}"
                 rt.create_function(name, handler="app.handler", code=code, start=start)
                 check_start(rt.invoke(name, {}), start)  # boots the zygote / launcher
+                # A first start forks from the zygote tree and boots the
+                # function's zygote meanwhile: snapshot samples fork from that.
+                rt._functions[name].pool.join_background(10.0)
             snapshot_fn = f"{handler}-snapshot"
             self.add(case_name("warm", handler), "sandbox", handler, "warm", 300,
                       _invoke_sampler(rt, snapshot_fn, "warm", retire=False),

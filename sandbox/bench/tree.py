@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from ..api import Runtime
 from ..errors import ServiceException
 from .cases import EXAMPLES, CaseSet, Sampler, Skipped, check_start
@@ -87,8 +89,8 @@ def cold_case_name(handler: str) -> str:
 
 def warm_tree(rt: Runtime, handler: TreeHandler) -> int:
     """Starts a function with ``handler``'s preload (it stays registered), so
-    that the tree holds its imports; returns the pid of the zygote its zygote
-    forked from (the node holding them, or the base).
+    that the tree holds its imports; returns the pid of the zygote its first
+    environment forked from (the node holding them, or the base).
 
     Raises:
         ServiceException: the invocation failed, or the tree did not fork it
@@ -97,20 +99,29 @@ def warm_tree(rt: Runtime, handler: TreeHandler) -> int:
     name = f"tree-warm-{handler.name}"
     rt.create_function(name, handler="app.handler", code=handler.code,
                        preload=list(handler.preload))
-    check_start(rt.invoke(name, {}), "snapshot")
+    result = rt.invoke(name, {})
+    check_start(result, "snapshot")
     described = rt.zygote_tree()
-    parent = described["functions"][name]["parent"]
+    parent = parent_of(result)
     nodes = {n["pid"]: n for n in described["tree"]}
-    if parent not in nodes:
-        raise ServiceException(f"the zygote of {name} was not forked from the zygote tree "
-                               "(is isolated INIT off on this host?)")
+    if parent is None or parent not in nodes:
+        raise ServiceException(f"the first environment of {name} was not forked from the "
+                               "zygote tree (is isolated INIT off on this host?)")
     from_node = nodes[parent]["parent"] is not None
     if from_node != handler.node:
         raise ServiceException(
-            f"the zygote of {name} forked from {'a node' if from_node else 'the base'}, "
-            f"expected {'a node' if handler.node else 'the base'}: preload "
-            f"{list(handler.preload)}")
-    return int(parent)
+            f"the first environment of {name} forked from "
+            f"{'a node' if from_node else 'the base'}, expected "
+            f"{'a node' if handler.node else 'the base'}: preload {list(handler.preload)}")
+    return parent
+
+
+def parent_of(result: Any) -> int | None:
+    """The parent pid of the environment that ran an invocation (None: gone)."""
+    try:
+        return int(psutil.Process(result.report["pid"]).ppid())
+    except psutil.Error:
+        return None
 
 
 class FirstStarts:
@@ -120,8 +131,9 @@ class FirstStarts:
 
     Args:
         parent_pid: for snapshot starts, the pid of the tree node (or base)
-            that :func:`warm_tree` found: every new function's zygote must
-            fork from it, or the sample did not measure the warm tree.
+            that :func:`warm_tree` found: every new function's first
+            environment must fork from it, or the sample did not measure the
+            warm tree.
     """
 
     def __init__(self, rt: Runtime, handler: TreeHandler, start: str,
@@ -145,19 +157,23 @@ class FirstStarts:
 
         Raises:
             ServiceException: it failed, started otherwise than expected, or
-                its zygote forked from another parent than ``parent_pid``.
+                its first environment forked from another parent than ``parent_pid``.
         """
         try:
             check_start(result, self.start)
             if self.start == "snapshot":
-                parent = self.rt.zygote_tree()["functions"][name]["parent"]
+                parent = parent_of(result)
                 if parent != self.parent_pid:
                     raise ServiceException(
-                        f"{name}'s zygote forked from pid {parent}, not from the warm tree "
-                        f"node {self.parent_pid}: the sample did not measure the warm tree")
+                        f"{name}'s first environment forked from pid {parent}, not from the "
+                        f"warm tree node {self.parent_pid}: the sample did not measure the "
+                        "warm tree")
             report: dict[str, Any] = result.report
             return report
         finally:
+            # The zygote its first start began to boot is done before the next
+            # sample, so that it takes no CPU from it.
+            self.rt._functions[name].pool.join_background(10.0)
             self.rt.shutdown_idle(name, wait=True)
             self.rt.delete_function(name)
 

@@ -45,7 +45,8 @@ def hold_source(handler: TreeHandler) -> str:
 
 def _idle_environments(rt: Runtime, name: str, count: int) -> set[int]:
     """``count`` concurrent invocations of ``name`` after a first one (which
-    builds its zygote); returns the pids of the environments that ran them."""
+    builds its zygote) has ended; returns the pids of the environments that
+    ran them (forked from the zygote)."""
     pids: set[int] = set()
     errors: list[str] = []
 
@@ -57,6 +58,11 @@ def _idle_environments(rt: Runtime, name: str, count: int) -> set[int]:
         pids.add(result.report["pid"])
 
     hold()
+    # The first start forked from the tree and booted the zygote meanwhile:
+    # the measured environments are the zygote's.
+    rt._functions[name].pool.join_background(10.0)
+    rt.shutdown_idle(name, wait=True)
+    pids.clear()
     threads = [threading.Thread(target=hold) for _ in range(count)]
     for thread in threads:
         thread.start()

@@ -129,12 +129,16 @@ class FunctionPool:
         # Code that only root can read keeps every environment at uid 0.
         self.isolated_init = (host.isolation.supported["isolated_init"]
                               and self._zygote_isolation["uid_per_environment"])
+        # A child of a privileged zygote (a tree node, or the zygote of a
+        # function without isolated INIT): its parent makes its network and
+        # pid namespaces ahead.
+        self._tree_isolation = dict(self.isolation, loopback_up=False,
+                                    unshare=self.isolation["unshare"] & ~CLONE_NEWNET,
+                                    own_network=self._zygote_no_network)
         if self.isolated_init:
             self._snapshot_isolation = host.isolation.forked_spec(self.isolation)
         else:
-            self._snapshot_isolation = dict(self.isolation, loopback_up=False,
-                                            unshare=self.isolation["unshare"] & ~CLONE_NEWNET,
-                                            own_network=self._zygote_no_network)
+            self._snapshot_isolation = self._tree_isolation
         self.generation = generation
         self._supervisor = supervisor
         self._launcher = launcher
@@ -150,6 +154,7 @@ class FunctionPool:
         self._lock = threading.Lock()
         self._zygote_lock = threading.Lock()
         self._zygote: Zygote | None = None
+        self._booting: threading.Thread | None = None  # a zygote boot in the background
         self._idle: list[Environment] = []
         self._spare_cgroup: EnvCgroup | None = None
         self.busy = 0
@@ -282,10 +287,91 @@ class FunctionPool:
 
     def _start(self, request_id: str) -> Environment:
         if self.config.start == "snapshot" and self.fork_unsafe_reason is None:
-            zygote = self._function_zygote(request_id)
+            if self.isolated_init:
+                zygote = self._ready_zygote()
+                if zygote is None:
+                    return self._start_from_tree(request_id)
+            else:
+                zygote = self._function_zygote(request_id)
             if zygote is not None:
                 return self._start_snapshot(zygote, request_id)
         return self._start_cold(request_id)
+
+    # -- with isolated INIT: first starts from the tree, the zygote in the background --
+    def _ready_zygote(self) -> Zygote | None:
+        """The function's zygote once it is up; None while it is not (it is
+        booted in the background after a start from the tree succeeded).
+
+        Raises:
+            ServiceException: it died again soon after it was rebuilt.
+        """
+        with self._zygote_lock:
+            zygote = self._zygote
+            if zygote is not None and zygote.alive:
+                return zygote
+            self._zygote = None
+            if zygote is not None and not zygote.ended_by_us:
+                self._report_zygote_death(zygote)
+            return None
+
+    def _start_from_tree(self, request_id: str) -> Environment:
+        """An environment forked straight from the zygote tree (the node that
+        holds the function's packages, or the base), which runs INIT itself
+        with its full isolation on: a function's first start, and every start
+        while its own zygote boots."""
+        started = time.monotonic()
+        parent = self._zygote_parent(frozenset(self.config.preload) | self.learned_imports)
+        env_id = uuid.uuid4().hex
+        environ = self.environ("on-demand")
+        environ.update(self._stream_environ(env_id))
+        placement = self._placement(env_id, self._tree_isolation)
+        env = parent.spawn(env_id, self.generation, "snapshot", environ, placement=placement,
+                           become="environment")
+        self._await_ready(env, started + INIT_TIMEOUT_S + BOOT_ALLOWANCE_S, request_id)
+        # Restored from the tree's snapshot, then INIT: the two durations.
+        env.restore_ms = (time.monotonic() - started) * 1000.0 - (env.init_ms or 0.0)
+        self._boot_zygote_in_background()
+        return env
+
+    def _boot_zygote_in_background(self) -> None:
+        """Starts booting the function's zygote, unless it is up or booting.
+        Only after INIT worked once: a function whose INIT fails gets none."""
+        with self._zygote_lock:
+            if self._zygote is not None or self._booting is not None or self.closed:
+                return
+            self._booting = threading.Thread(target=self._boot_in_background,
+                                             name=f"zygote-boot-{self.config.name}", daemon=True)
+            self._booting.start()
+
+    def _boot_in_background(self) -> None:
+        zygote: Zygote | None = None
+        hello: dict[str, Any] = {}
+        try:
+            zygote, hello = self._boot_zygote()
+        except (ZygoteExited, ServiceException) as exc:
+            log.warning("function %s: its zygote did not boot: %s", self.config.name, exc)
+        with self._zygote_lock:
+            self._booting = None
+            usable = (zygote is not None and zygote.alive and not self.closed
+                      and not hello.get("init_error"))
+            if usable and zygote is not None:
+                self._supervisor.watch(zygote)
+                self._zygote = zygote
+        if zygote is not None and not usable:
+            zygote.close()
+            zygote.release_socket()
+        if hello and not hello.get("fork_safe"):
+            self.fork_unsafe_reason = (
+                f"INIT left {hello.get('threads')} threads running; forking a "
+                "multi-threaded process is unsound")
+            log.warning("function %s: snapshot starts disabled, starting cold: %s",
+                        self.config.name, self.fork_unsafe_reason)
+
+    def join_background(self, timeout_s: float) -> None:
+        """Waits for a zygote boot in the background to end (Runtime.close)."""
+        booting = self._booting
+        if booting is not None:
+            booting.join(timeout_s)
 
     def _function_zygote(self, request_id: str) -> Zygote | None:
         """The function's zygote, booted (INIT) on first use or after it died."""

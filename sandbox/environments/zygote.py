@@ -329,11 +329,13 @@ class Zygote:
 
     def spawn(self, env_id: str, generation: int, start_kind: str,
               environ: Mapping[str, str] | None, exec_argv: list[str] | None = None,
-              placement: Placement | None = None) -> Environment:
+              placement: Placement | None = None, become: str | None = None) -> Environment:
         """Asks the zygote to fork an environment; does not wait for READY.
 
         ``environ`` is the whole environment of an exec'd (cold) child, or the
-        variables a snapshot child adds to the zygote's own. The child joins
+        variables a snapshot child adds to the zygote's own, or (``become``
+        "environment": a child of a tree node or the base, which runs INIT
+        itself) the whole environment of its INIT. The child joins
         the placement's cgroup and takes its rlimits and isolation steps
         before any function code runs; the environment owns the placement's
         cgroup and uid lease from here on, also when this fails.
@@ -350,10 +352,12 @@ class Zygote:
             # attaches its credentials to the byte it writes.
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         log_fd = new_memfd(f"env-{env_id}")
-        frame = {"t": SPAWN, "env": env_id, "exec": exec_argv,
-                 "environ": dict(environ) if environ else None,
-                 "rlimits": [list(r) for r in placement.rlimits],
-                 "isolation": placement.isolation}
+        frame: dict[str, Any] = {"t": SPAWN, "env": env_id, "exec": exec_argv,
+                                 "environ": dict(environ) if environ else None,
+                                 "rlimits": [list(r) for r in placement.rlimits],
+                                 "isolation": placement.isolation}
+        if become is not None:
+            frame[become] = True
         env = Environment(env_id, Channel(ours, MAX_SYNC_FRAME), log_fd, self, start_kind,
                           generation, cgroup, placement.uid_lease)
         try:

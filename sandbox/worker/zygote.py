@@ -228,9 +228,9 @@ def _become_node(frame: dict[str, Any]) -> None:
     serve_function(_native.CHANNEL_FD, mode="launcher", netns_ahead=False)
 
 
-def _become_function_zygote(frame: dict[str, Any]) -> None:
-    """Runs in a child of the base zygote, isolated already: it takes the
-    function's environment as a fresh interpreter would, then INIT."""
+def _take_function_environ(frame: dict[str, Any]) -> None:
+    """A child of the base zygote (or a node) takes the function's
+    environment as a fresh interpreter would."""
     environ = frame.get("environ") or {}
     os.environ.clear()
     os.environ.update(environ)
@@ -239,6 +239,22 @@ def _become_function_zygote(frame: dict[str, Any]) -> None:
     extra = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[1:1] = [p for p in extra if p not in sys.path]
     gc.enable()
+
+
+def _become_fresh_environment(frame: dict[str, Any]) -> None:
+    """Runs in a child of the base zygote (or a node), isolated already: an
+    execution environment that runs INIT itself, as a cold one does."""
+    _take_function_environ(frame)
+    line_buffered_stdio()
+    handler, init_error, init_ms = initialize()
+    serve_invocations(Channel(FdStream(_native.CHANNEL_FD)), handler, init_error, init_ms)
+    exit_environment(0)
+
+
+def _become_function_zygote(frame: dict[str, Any]) -> None:
+    """Runs in a child of the base zygote (or a node), isolated already: the
+    function's zygote, which runs INIT and forks environments."""
+    _take_function_environ(frame)
     # Without capabilities it makes no namespace ahead: each child makes its own.
     serve_function(_native.CHANNEL_FD, mode="function", netns_ahead=False)
 
@@ -280,6 +296,8 @@ def serve_function(ctrl_fd: int, mode: str, netns_ahead: bool) -> None:
         _become_function_zygote(frame)
     elif frame.get("node"):
         _become_node(frame)
+    elif frame.get("environment"):
+        _become_fresh_environment(frame)
     else:
         raise RuntimeError("a launcher zygote never continues as an environment")
     exit_environment(0)

@@ -65,6 +65,8 @@ _UNSET: Any = object()
 # Settings kinds of the store (per function) and the wait for background threads on close.
 CONCURRENCY_KIND = RESERVED_SETTINGS_KIND
 INVOCATION_THREADS_JOIN_S = 10.0
+# How often a Runtime on a shared store reads IAM records again.
+IAM_RELOAD_S = 1.0
 
 
 class _Function:
@@ -199,6 +201,8 @@ class Runtime:
             self._functions[config.name] = self._open_function(config)
         self._open_invocation_models(retry_base_delay_s)
         self._schedule_idle_sweep()
+        if self._store.shared:
+            self._schedule_iam_reload()
 
     # -- templates (sandbox/sam) ----------------------------------------------------
     @classmethod
@@ -917,6 +921,23 @@ class Runtime:
                 self._supervisor.call_later(period, sweep)
 
         self._supervisor.call_later(period, sweep)
+
+    def _schedule_iam_reload(self) -> None:
+        """With a shared store: users, roles and function policies that other
+        Runtimes create, change or delete reach this one within a second."""
+
+        def reload() -> None:
+            if self._closed:
+                return
+            try:
+                self._iam.reload()
+            except Exception:  # a store outage: the next reload tries again
+                logging.getLogger("sandbox.iam").warning("cannot reload IAM records",
+                                                         exc_info=True)
+            finally:
+                self._supervisor.call_later(IAM_RELOAD_S, reload)
+
+        self._supervisor.call_later(IAM_RELOAD_S, reload)
 
 
 def _same_record(function: _Function, record: dict[str, Any]) -> bool:

@@ -388,3 +388,36 @@ def test_reservations_made_through_one_runtime_bind_the_others(tmp_path, redis_u
 
         with pytest.raises(TooManyRequestsException):
             second.invoke("f", {})
+
+
+def test_permissions_changed_through_one_runtime_bind_the_others(tmp_path, redis_url):
+    """Users and function policies are shared records: another Runtime reads
+    them again within a second (IAM_RELOAD_S)."""
+    source = "def handler(event, context):\n    return 1\n"
+    with Runtime(tmp_path / "one", store=redis_url) as first, \
+            Runtime(tmp_path / "two", store=redis_url) as second:
+        make_function(first, "f", source)
+        # Another account's user, allowed by its own account: the function's
+        # policy decides.
+        allow = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}]}
+        bob = first.create_user("bob", [allow], account="222233334444")
+        assert wait_for(lambda: _outcome(second, bob) == "denied", 3)
+        first.add_permission("f", "bob", "lambda:InvokeFunction", bob)
+        assert wait_for(lambda: _outcome(second, bob) == "allowed", 3)
+        first.remove_permission("f", "bob")
+        assert wait_for(lambda: _outcome(second, bob) == "denied", 3)
+        first.delete_user(bob)
+        assert wait_for(lambda: _outcome(second, bob) == "unknown", 3)
+
+
+def _outcome(rt: Runtime, caller: str) -> str:
+    from sandbox.errors import AccessDeniedException, NoSuchEntityException
+
+    try:
+        rt.invoke("f", {}, caller=caller)
+    except AccessDeniedException:
+        return "denied"
+    except NoSuchEntityException:
+        return "unknown"
+    return "allowed"

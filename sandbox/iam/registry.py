@@ -98,15 +98,23 @@ class IamRegistry:
         self._roles: dict[str, Role] = {}
         self._organizations: dict[str, str] = {}
         self._function_policies: dict[str, FunctionPolicy] = {}
-        for record in store.list_iam_records(USER):
-            self._users[record["arn"]] = self._user_from(record)
-        for record in store.list_iam_records(ROLE):
-            self._roles[record["arn"]] = self._role_from(record)
-        for record in store.list_iam_records(ORGANIZATION):
-            self._organizations[record["account"]] = record["organization_id"]
-        for record in store.list_iam_records(FUNCTION_POLICY):
-            self._function_policies[record["function"]] = FunctionPolicy(
-                parse_policy(record["policy"], RESOURCE), record["revision_id"])
+        self.reload()
+
+    def reload(self) -> None:
+        """Reads every record from the store again: with a store shared by
+        several Runtimes, what the others created, changed or deleted (the
+        Runtime calls this every second then)."""
+        store = self._store
+        users = {r["arn"]: self._user_from(r) for r in store.list_iam_records(USER)}
+        roles = {r["arn"]: self._role_from(r) for r in store.list_iam_records(ROLE)}
+        organizations = {r["account"]: r["organization_id"]
+                         for r in store.list_iam_records(ORGANIZATION)}
+        policies = {r["function"]: FunctionPolicy(parse_policy(r["policy"], RESOURCE),
+                                                  r["revision_id"])
+                    for r in store.list_iam_records(FUNCTION_POLICY)}
+        with self._lock:
+            self._users, self._roles = users, roles
+            self._organizations, self._function_policies = organizations, policies
 
     # -- users ---------------------------------------------------------------------
     def create_user(self, name: str, policies: Iterable[Any] | None = None,

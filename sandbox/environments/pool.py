@@ -306,13 +306,18 @@ class FunctionPool:
             ServiceException: it died again soon after it was rebuilt.
         """
         with self._zygote_lock:
-            zygote = self._zygote
-            if zygote is not None and zygote.alive:
-                return zygote
-            self._zygote = None
-            if zygote is not None and not zygote.ended_by_us:
-                self._report_zygote_death(zygote)
-            return None
+            return self._live_zygote()
+
+    def _live_zygote(self) -> Zygote | None:
+        """The zygote if it is alive; else forgets it (a death is reported by
+        _report_zygote_death). The caller holds the zygote lock."""
+        zygote = self._zygote
+        if zygote is not None and zygote.alive:
+            return zygote
+        self._zygote = None
+        if zygote is not None and not zygote.ended_by_us:
+            self._report_zygote_death(zygote)
+        return None
 
     def _start_from_tree(self, request_id: str) -> Environment:
         """An environment forked straight from the zygote tree (the node that
@@ -376,12 +381,9 @@ class FunctionPool:
     def _function_zygote(self, request_id: str) -> Zygote | None:
         """The function's zygote, booted (INIT) on first use or after it died."""
         with self._zygote_lock:
-            zygote = self._zygote
-            if zygote is not None and zygote.alive:
-                return zygote
-            self._zygote = None
-            if zygote is not None and not zygote.ended_by_us:
-                self._report_zygote_death(zygote)
+            live = self._live_zygote()
+            if live is not None:
+                return live
             try:
                 zygote, hello = self._boot_zygote()
             except ZygoteExited as exited:

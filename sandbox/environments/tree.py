@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import ServiceException
 from .supervisor import Supervisor
-from .zygote import Zygote
+from .zygote import Zygote, ZygoteExited
 
 log = logging.getLogger("sandbox.environments")
 
@@ -109,9 +109,10 @@ class ZygoteTree:
 
     # -- nodes -----------------------------------------------------------------
     def parent_for(self, wanted: frozenset[str]) -> Zygote:
-        """The zygote to fork a function's zygote from: the node holding the
-        most of ``wanted`` (top-level package names) and nothing else, made
-        now when no node holds exactly what the base lacks of it.
+        """The zygote to fork a function's zygote (or first environments)
+        from: the node holding the most of ``wanted`` (module names) and
+        nothing else, made now when no node holds exactly what the base
+        lacks of it.
 
         Raises:
             ServiceException: the base zygote cannot start.
@@ -137,9 +138,8 @@ class ZygoteTree:
         try:
             zygote, hello = Zygote.fork_node(parent.zygote, sorted(packages - parent.packages),
                                              NODE_BOOT_TIMEOUT_S)
-        except ServiceException as exc:
-            log.warning("cannot make a zygote-tree node for %s: %s", sorted(packages),
-                        exc.message)
+        except (ServiceException, ZygoteExited) as exc:
+            log.warning("cannot make a zygote-tree node for %s: %s", sorted(packages), exc)
             self._unloadable.add(packages)
             return None
         if not zygote.alive:

@@ -354,7 +354,9 @@ class FunctionPool:
         try:
             zygote, hello = self._boot_zygote()
         except (ZygoteExited, ServiceException) as exc:
-            log.warning("function %s: its zygote did not boot: %s", self.config.name, exc)
+            if not self.closed:  # else the Runtime closing ended it
+                log.warning("function %s: its zygote did not boot: %s", self.config.name,
+                            exc)
         with self._zygote_lock:
             self._booting = None
             usable = (zygote is not None and zygote.alive and not self.closed

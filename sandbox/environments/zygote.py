@@ -79,6 +79,7 @@ class ForkedZygote:
     def mark_exited(self, record: ExitRecord) -> None:
         self.exit_record = record
         self._exited.set()
+        self._spawned.set()  # no report of the fork will come now (its base died)
 
     @property
     def exited(self) -> bool:

@@ -222,7 +222,8 @@ def preload(modules: list[str]) -> None:
 
 def _become_node(frame: dict[str, Any]) -> None:
     """Runs in a child of the base zygote (or of another node): a node of the
-    zygote tree, which imports more packages and forks function zygotes."""
+    zygote tree, which imports more packages and forks function zygotes and
+    first environments, as the base does."""
     gc.enable()
     preload(list(frame["node"]))
     serve_function(_native.CHANNEL_FD, mode="launcher", netns_ahead=False)
@@ -260,8 +261,10 @@ def _become_function_zygote(frame: dict[str, Any]) -> None:
 
 
 def serve_function(ctrl_fd: int, mode: str, netns_ahead: bool) -> None:
-    """INIT (in ``function`` mode), HELLO, then the fork-server loop; returns
-    only in a launcher that forked a function zygote, never in a child."""
+    """INIT (in ``function`` mode), HELLO, then the fork-server loop. Does not
+    return: the zygote exits when the dispatcher hangs up, and a child it
+    forks continues as what its spawn asked for (an environment; from a
+    launcher also a function zygote or a tree node)."""
     line_buffered_stdio()
     handler: Handler | None = None
     init_error: dict[str, Any] | None = None

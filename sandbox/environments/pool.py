@@ -27,7 +27,7 @@ from ..errors import ProtocolError, ServiceException
 from ..functions import PRELOAD_MAX, FunctionConfig
 from ..limits import EnvironmentLimits, HostLimits, rlimits_for
 from ..limits.cgroups import CgroupError, EnvCgroup, Limits
-from ..limits.isolation import CLONE_NEWNET
+from ..limits.isolation import CLONE_NEWNET, with_network_made_ahead
 from ..protocol import READY, check_version
 from .environment import Environment, ExitRecord, Placement
 from .supervisor import Supervisor
@@ -124,17 +124,14 @@ class FunctionPool:
         # a fresh interpreter that runs INIT as root: in an empty network
         # namespace, making one for each child ahead of time (own_network).
         self._zygote_no_network = bool(self.isolation["unshare"] & CLONE_NEWNET)
-        self._zygote_isolation = host.isolation.zygote_spec(
-            config.network, config.code, self.limits.ephemeral_mb, python_path)
+        self._zygote_isolation = host.isolation.zygote_spec(self.isolation)
         # Code that only root can read keeps every environment at uid 0.
         self.isolated_init = (host.isolation.supported["isolated_init"]
                               and self._zygote_isolation["uid_per_environment"])
         # A child of a privileged zygote (a tree node, or the zygote of a
         # function without isolated INIT): its parent makes its network and
         # pid namespaces ahead.
-        self._tree_isolation = dict(self.isolation, loopback_up=False,
-                                    unshare=self.isolation["unshare"] & ~CLONE_NEWNET,
-                                    own_network=self._zygote_no_network)
+        self._tree_isolation = with_network_made_ahead(self.isolation)
         if self.isolated_init:
             self._snapshot_isolation = host.isolation.forked_spec(self.isolation)
         else:

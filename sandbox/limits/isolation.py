@@ -272,24 +272,17 @@ class Isolation:
             "seccomp": self.seccomp_program if s["seccomp"] else None,
         }
 
-    def zygote_spec(self, network: str = "none", code_dir: str | None = None,
-                    ephemeral_mb: int = 512,
-                    read_paths: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The isolation of a snapshot function's zygote, for its INIT: an
-        environment's, but with the filter that lets its children make a
-        user namespace of their own (``forked_spec``). Its uid is leased like
-        an environment's (``uid_per_environment``)."""
-        spec = self.spec(network, code_dir, ephemeral_mb, read_paths)
-        flags = spec["unshare"]
-        # Its parent makes network namespaces ahead (it has the privileges).
-        return dict(spec, seccomp=self.zygote_seccomp_program, undumpable=False,
-                    unshare=flags & ~CLONE_NEWNET, loopback_up=False,
-                    own_network=bool(flags & CLONE_NEWNET))
+    def zygote_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The isolation of a snapshot function's zygote, for its INIT, from
+        its environments' ``spec``: the same, but with the filter that lets
+        its children make a user namespace of their own (``forked_spec``).
+        Its uid is leased like an environment's (``uid_per_environment``)."""
+        return dict(with_network_made_ahead(spec), seccomp=self.zygote_seccomp_program,
+                    undumpable=False)
 
     def forked_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The isolation of an environment forked by a zygote that runs with
-        the zygote_spec() made of the same arguments as ``spec`` (an
-        environment's): it keeps the zygote's read-only filesystem, pid
+        zygote_spec(``spec``): it keeps the zygote's read-only filesystem, pid
         namespace and /proc, and makes in a user namespace of its own the
         rest: mount (a fresh /tmp and /dev/shm, its directories under /tmp
         bound back), IPC, UTS and network namespaces, its uid (leased per
@@ -418,6 +411,15 @@ class Isolation:
             return (f"a uid and gid of its own, leased from "
                     f"{self.uids.base}..{self.uids.base + self.uids.count - 1}")
         return f"user {self.user} (uid {self.uid}, gid {self.gid})"
+
+
+def with_network_made_ahead(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` for a child of a privileged zygote (the base, a tree node, or
+    a zygote that runs INIT as root): the zygote makes its network namespace
+    ahead of time (``own_network``) instead of the child making one."""
+    flags = spec["unshare"]
+    return dict(spec, unshare=flags & ~CLONE_NEWNET, loopback_up=False,
+                own_network=bool(flags & CLONE_NEWNET))
 
 
 def _read_sysctl(path: str) -> str | None:

@@ -31,7 +31,7 @@ from ..limits.isolation import CLONE_NEWNET, with_network_made_ahead
 from ..protocol import READY, check_version
 from .environment import Environment, ExitRecord, Placement
 from .supervisor import Supervisor
-from .zygote import Zygote, ZygoteExited
+from .zygote import Rebuilds, Zygote, ZygoteExited
 
 log = logging.getLogger("sandbox.environments")
 
@@ -41,8 +41,6 @@ SNAPSHOT_READY_TIMEOUT_S = 5.0
 BOOT_ALLOWANCE_S = 5.0
 # READY seen: how long more the SPAWNED report (on the supervisor thread) may take.
 SPAWNED_WAIT_S = 1.0
-# A rebuilt zygote that dies sooner than this after its predecessor is a crash loop.
-ZYGOTE_STABLE_S = 60.0
 
 
 # Top-level modules that act on import (print, start a browser): never preloaded.
@@ -143,9 +141,7 @@ class FunctionPool:
         # What the last INIT imported: the next zygote forks from a tree node
         # that holds it (with what the function declared in ``preload``).
         self.learned_imports: frozenset[str] = frozenset()
-        # A zygote that died is rebuilt once; when the one rebuilt dies too
-        # within ZYGOTE_STABLE_S, the crash loop is reported instead.
-        self._rebuilt_at: float | None = None
+        self._rebuilds = Rebuilds(f"the zygote of function {config.name}")
         self._base_environ = dict(base_environ)
         self._write_log = write_log
         self._lock = threading.Lock()
@@ -307,13 +303,13 @@ class FunctionPool:
 
     def _live_zygote(self) -> Zygote | None:
         """The zygote if it is alive; else forgets it (a death is reported by
-        _report_zygote_death). The caller holds the zygote lock."""
+        Rebuilds.died). The caller holds the zygote lock."""
         zygote = self._zygote
         if zygote is not None and zygote.alive:
             return zygote
         self._zygote = None
         if zygote is not None and not zygote.ended_by_us:
-            self._report_zygote_death(zygote)
+            self._rebuilds.died(zygote)
         return None
 
     def _start_from_tree(self, request_id: str) -> Environment:
@@ -365,11 +361,15 @@ class FunctionPool:
             zygote.close()
             zygote.release_socket()
         if hello and not hello.get("fork_safe"):
-            self.fork_unsafe_reason = (
-                f"INIT left {hello.get('threads')} threads running; forking a "
-                "multi-threaded process is unsound")
-            log.warning("function %s: snapshot starts disabled, starting cold: %s",
-                        self.config.name, self.fork_unsafe_reason)
+            self._disable_snapshots(hello)
+
+    def _disable_snapshots(self, hello: dict[str, Any]) -> None:
+        """The zygote's INIT left threads running (its HELLO says how many):
+        this function starts cold from now on."""
+        self.fork_unsafe_reason = (f"INIT left {hello.get('threads')} threads running; "
+                                   "forking a multi-threaded process is unsound")
+        log.warning("function %s: snapshot starts disabled, starting cold: %s",
+                    self.config.name, self.fork_unsafe_reason)
 
     def join_background(self, timeout_s: float) -> None:
         """Waits for a zygote boot in the background to end (Runtime.close)."""
@@ -397,33 +397,11 @@ class FunctionPool:
             if zygote.init_output:
                 self._write_log(zygote.init_output)
             if not hello.get("fork_safe"):
-                self.fork_unsafe_reason = (
-                    f"INIT left {hello.get('threads')} threads running; forking a "
-                    "multi-threaded process is unsound")
-                log.warning("function %s: snapshot starts disabled, starting cold: %s",
-                            self.config.name, self.fork_unsafe_reason)
+                self._disable_snapshots(hello)
                 return None
             self._supervisor.watch(zygote)
             self._zygote = zygote
             return zygote
-
-    def _report_zygote_death(self, zygote: Zygote) -> None:
-        """A zygote died on its own: the first is logged and rebuilt; one
-        rebuilt that dies within ZYGOTE_STABLE_S is reported to the caller
-        (the next invocation tries again).
-
-        Raises:
-            ServiceException: the zygote died again.
-        """
-        now = time.monotonic()
-        if self._rebuilt_at is not None and now - self._rebuilt_at < ZYGOTE_STABLE_S:
-            self._rebuilt_at = None
-            raise ServiceException(
-                f"the zygote of function {self.config.name} died again "
-                f"({zygote.describe_end()}) within {ZYGOTE_STABLE_S:g} s of being rebuilt")
-        log.warning("function %s: its zygote died (%s); starting another",
-                    self.config.name, zygote.describe_end())
-        self._rebuilt_at = now
 
     def _boot_zygote(self) -> tuple[Zygote, dict[str, Any]]:
         """A new zygote of this function, after its INIT: forked from the base

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import ServiceException
 from .supervisor import Supervisor
-from .zygote import Zygote, ZygoteExited
+from .zygote import Rebuilds, Zygote, ZygoteExited
 
 log = logging.getLogger("sandbox.environments")
 
@@ -37,8 +37,6 @@ DEFAULT_PRELOAD = (
 )
 # How long the base or a node may take to import its packages.
 NODE_BOOT_TIMEOUT_S = 30.0
-# A rebuilt base that dies sooner than this after its predecessor is a crash loop.
-BASE_STABLE_S = 60.0
 
 
 @dataclasses.dataclass
@@ -63,7 +61,7 @@ class ZygoteTree:
         self._lock = threading.Lock()
         self._base: _Node | None = None
         self._base_modules: frozenset[str] = frozenset()  # top-level, as the base reported
-        self._base_rebuilt_at: float | None = None
+        self._base_rebuilds = Rebuilds("the base zygote")
         self._nodes: dict[frozenset[str], _Node] = {}
         self._unloadable: set[frozenset[str]] = set()
 
@@ -86,17 +84,11 @@ class ZygoteTree:
         if node is not None:
             self._forget_subtree(node)
             if not node.zygote.ended_by_us:
-                now = time.monotonic()
-                if (self._base_rebuilt_at is not None
-                        and now - self._base_rebuilt_at < BASE_STABLE_S):
-                    self._base_rebuilt_at = None
-                    self._base = None
-                    raise ServiceException(f"the base zygote died again "
-                                           f"({node.zygote.describe_end()}) within "
-                                           f"{BASE_STABLE_S:g} s of being rebuilt")
-                log.warning("the base zygote died (%s): starting another",
-                            node.zygote.describe_end())
-                self._base_rebuilt_at = now
+                try:
+                    self._base_rebuilds.died(node.zygote)
+                except ServiceException:
+                    self._base = None  # reported: the next call starts one anew
+                    raise
         zygote = Zygote("launcher", self._environ, "/", self._python, preload=self.preload)
         hello = zygote.start(NODE_BOOT_TIMEOUT_S)
         if not zygote.alive:

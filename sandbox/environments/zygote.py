@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -30,6 +31,8 @@ from ..protocol import (
 )
 from .environment import Environment, ExitRecord, Placement
 
+log = logging.getLogger("sandbox.environments")
+
 ZYGOTE_ENTRY = "from sandbox.worker.zygote import main; main()"
 COLD_ENTRY = "from sandbox.worker.cold import main; main()"
 
@@ -52,6 +55,38 @@ class ZygoteExited(Exception):
         self.output = output
         self.out_of_memory = out_of_memory  # the OOM killer did it (cgroup counter)
         self.wait_status = wait_status  # raw; None when unknown (its base died too)
+
+
+# A rebuilt zygote that dies sooner than this after its predecessor is a crash loop.
+REBUILT_STABLE_S = 60.0
+
+
+class Rebuilds:
+    """What a zygote's death means: the first is logged and the zygote
+    rebuilt; one rebuilt that dies within REBUILT_STABLE_S is a crash loop,
+    reported to the caller (and the next start tries again).
+
+    Args:
+        what: the zygote, in words ("the base zygote").
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._rebuilt_at: float | None = None
+
+    def died(self, zygote: Zygote) -> None:
+        """Called once for a zygote that ended on its own.
+
+        Raises:
+            ServiceException: it died again soon after it was rebuilt.
+        """
+        now = time.monotonic()
+        if self._rebuilt_at is not None and now - self._rebuilt_at < REBUILT_STABLE_S:
+            self._rebuilt_at = None
+            raise ServiceException(f"{self.what} died again ({zygote.describe_end()}) "
+                                   f"within {REBUILT_STABLE_S:g} s of being rebuilt")
+        log.warning("%s died (%s); starting another", self.what, zygote.describe_end())
+        self._rebuilt_at = now
 
 
 class ForkedZygote:

@@ -118,18 +118,9 @@ class ConcurrencyLimiter:
 
     def release(self, function: str) -> None:
         with self._changed:
-            running = self._running.get(function, 0) - 1
-            if running <= 0:
-                self._running.pop(function, None)
-            else:
-                self._running[function] = running
-            held = self._unreserved_held.get(function, 0)
-            if held > 0:
+            _count_down(self._running, function)
+            if _count_down(self._unreserved_held, function):
                 self._unreserved_running -= 1
-                if held == 1:
-                    del self._unreserved_held[function]
-                else:
-                    self._unreserved_held[function] = held - 1
             self._changed.notify_all()
 
     def running(self, function: str) -> int:
@@ -195,9 +186,19 @@ class SharedConcurrencyLimiter(ConcurrencyLimiter):
     def release(self, function: str) -> None:
         self._store.release_slot(function)
         with self._changed:
-            running = self._running.get(function, 0) - 1
-            if running <= 0:
-                self._running.pop(function, None)
-            else:
-                self._running[function] = running
+            _count_down(self._running, function)
             self._changed.notify_all()
+
+
+def _count_down(counts: dict[str, int], key: str) -> bool:
+    """Takes one from ``counts[key]`` (the key goes at zero); whether there
+    was one to take."""
+    count = counts.get(key, 0)
+    if count <= 0:
+        counts.pop(key, None)
+        return False
+    if count == 1:
+        del counts[key]
+    else:
+        counts[key] = count - 1
+    return True

@@ -52,7 +52,7 @@ def functions(runtime: Runtime) -> Functions:
             assert result.report is not None and result.report["start"] == start
             # The first start forked from the zygote tree and booted the
             # function's zygote meanwhile: snapshot rounds fork from that.
-            runtime._functions[name].pool.join_background(10.0)
+            runtime.wait_zygote_boot(name)
             names[kind] = name
     return Functions(snapshot, cold)
 

@@ -563,6 +563,12 @@ class Runtime:
         return {"tree": self._tree.describe(),
                 "functions": {name: f.pool.zygote_info() for name, f in functions.items()}}
 
+    def wait_zygote_boot(self, name: str, timeout_s: float = 10.0) -> None:
+        """Waits (at most ``timeout_s``) for the zygote boot that a snapshot
+        function's first start began in the background, so that later starts
+        fork from the zygote rather than from the zygote tree."""
+        self._get(name).pool.join_background(timeout_s)
+
     def stats(self, name: str) -> dict[str, int]:
         """Environments of a function: idle and busy counts."""
         function = self._get(name)

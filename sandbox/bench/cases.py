@@ -197,7 +197,7 @@ class CaseSet:
                 check_start(rt.invoke(name, {}), start)  # boots the zygote / launcher
                 # A first start forks from the zygote tree and boots the
                 # function's zygote meanwhile: snapshot samples fork from that.
-                rt._functions[name].pool.join_background(10.0)
+                rt.wait_zygote_boot(name)
             snapshot_fn = f"{handler}-snapshot"
             self.add(case_name("warm", handler), "sandbox", handler, "warm", 300,
                       _invoke_sampler(rt, snapshot_fn, "warm", retire=False),

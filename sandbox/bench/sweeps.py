@@ -262,7 +262,7 @@ def memory_sweep(rt: Runtime, config: SweepConfig,
         # A first start (forked from the zygote tree) boots the function's
         # zygote; the environments measured are forked from that.
         _hold(rt, name, 0.0)
-        rt._functions[name].pool.join_background(10.0)
+        rt.wait_zygote_boot(name)
         rt.shutdown_idle(name, wait=True)
         threads = [threading.Thread(target=_hold, args=(rt, name, 0.3))
                    for _ in range(config.idle_envs)]

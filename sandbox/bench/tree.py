@@ -173,7 +173,7 @@ class FirstStarts:
         finally:
             # The zygote its first start began to boot is done before the next
             # sample, so that it takes no CPU from it.
-            self.rt._functions[name].pool.join_background(10.0)
+            self.rt.wait_zygote_boot(name)
             self.rt.shutdown_idle(name, wait=True)
             self.rt.delete_function(name)
 

@@ -60,7 +60,7 @@ def _idle_environments(rt: Runtime, name: str, count: int) -> set[int]:
     hold()
     # The first start forked from the tree and booted the zygote meanwhile:
     # the measured environments are the zygote's.
-    rt._functions[name].pool.join_background(10.0)
+    rt.wait_zygote_boot(name)
     rt.shutdown_idle(name, wait=True)
     pids.clear()
     threads = [threading.Thread(target=hold) for _ in range(count)]

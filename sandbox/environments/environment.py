@@ -44,6 +44,19 @@ class ExitRecord:
         return f"wait status {self.status:#x}"
 
 
+def release_placed(cgroup: EnvCgroup | None, lease: UidLease | None) -> None:
+    """Once a process placed with ``cgroup`` and ``lease`` has exited: ends
+    what is left of its descendants (by the cgroup; without one, by its uid,
+    which is its own), removes the cgroup, then returns the uid, so that no
+    process of it can meet the next holder of the uid."""
+    if cgroup is not None:
+        cgroup.remove()
+    elif lease is not None:
+        end_processes_of(lease.uid)
+    if lease is not None:
+        lease.release()
+
+
 @dataclasses.dataclass(frozen=True)
 class Placement:
     """Where a new environment runs: the cgroup it joins and the rlimits and
@@ -174,13 +187,7 @@ class Environment:
                 return
             cgroup, lease = self.cgroup, self.uid_lease
             self.cgroup = self.uid_lease = None
-        if cgroup is not None:
-            cgroup.remove()
-        elif lease is not None:
-            # No cgroup ended its descendants; its uid, its own, finds them.
-            end_processes_of(lease.uid)
-        if lease is not None:
-            lease.release()
+        release_placed(cgroup, lease)
 
     def kill_all(self) -> None:
         """Kills the whole environment: its cgroup (descendants that left the

@@ -17,7 +17,6 @@ from typing import Any
 
 from ..errors import ProtocolError, ServiceException
 from ..limits.cgroups import EnvCgroup
-from ..limits.uids import end_processes_of
 from ..limits.userns import admit_child
 from ..protocol import (
     HELLO,
@@ -29,7 +28,7 @@ from ..protocol import (
     decode_packet,
     encode,
 )
-from .environment import Environment, ExitRecord, Placement
+from .environment import Environment, ExitRecord, Placement, release_placed
 
 log = logging.getLogger("sandbox.environments")
 
@@ -155,13 +154,7 @@ class ForkedZygote:
         if self._released:
             return
         self._released = True
-        lease = self.placement.uid_lease
-        if self.placement.cgroup is not None:
-            self.placement.cgroup.remove()
-        elif lease is not None:
-            end_processes_of(lease.uid)  # what INIT started, without a cgroup to end it
-        if lease is not None:
-            lease.release()
+        release_placed(self.placement.cgroup, self.placement.uid_lease)
 
 
 class Zygote:

@@ -19,10 +19,15 @@ def main() -> None:
     if "--undumpable" in sys.argv[1:]:
         _native.make_undumpable()
     del sys.argv[1:]
+    init_and_serve()
+
+
+def init_and_serve() -> None:
+    """INIT in this process, then its invocations on its channel (fd 3)
+    until it ends: a cold environment, or one forked from the zygote tree."""
     line_buffered_stdio()
     handler, init_error, init_ms = initialize()
-    channel = Channel(FdStream(CHANNEL_FD))
-    serve_invocations(channel, handler, init_error, init_ms)
+    serve_invocations(Channel(FdStream(CHANNEL_FD)), handler, init_error, init_ms)
     exit_environment(0)
 
 

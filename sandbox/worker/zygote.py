@@ -36,6 +36,7 @@ from ..protocol import (
     decode_packet,
     encode,
 )
+from .cold import init_and_serve
 from .handler import initialize
 from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
 
@@ -246,10 +247,7 @@ def _become_fresh_environment(frame: dict[str, Any]) -> None:
     """Runs in a child of the base zygote (or a node), isolated already: an
     execution environment that runs INIT itself, as a cold one does."""
     _take_function_environ(frame)
-    line_buffered_stdio()
-    handler, init_error, init_ms = initialize()
-    serve_invocations(Channel(FdStream(_native.CHANNEL_FD)), handler, init_error, init_ms)
-    exit_environment(0)
+    init_and_serve()
 
 
 def _become_function_zygote(frame: dict[str, Any]) -> None:

@@ -279,13 +279,10 @@ class Zygote:
         frame = {"t": SPAWN, "env": tracker.env_id, "exec": None,
                  "rlimits": [list(r) for r in placement.rlimits],
                  "isolation": placement.isolation, **request}
+        procs_fds: list[int] = []
         try:
             procs_fds = placement.cgroup.open_procs() if placement.cgroup is not None else []
-            try:
-                parent.send_spawn(tracker, frame, [theirs.fileno(), log_fd, *procs_fds])
-            finally:
-                for fd in procs_fds:
-                    os.close(fd)
+            parent.send_spawn(tracker, frame, [theirs.fileno(), log_fd, *procs_fds])
         except OSError as exc:
             ours.close()
             os.close(log_fd)
@@ -293,6 +290,8 @@ class Zygote:
             raise ServiceException(f"cannot fork a zygote from {parent.pid}: {exc}") from exc
         finally:
             theirs.close()
+            for fd in procs_fds:
+                os.close(fd)
         self._ctrl = ours
         tracker.wait_spawned(timeout_s)
         self.pid = tracker.pid

@@ -490,6 +490,47 @@ def test_v1_create_failure_rolls_back_created_dirs(tmp_path):
     assert not os.path.exists(os.path.join(backend.runtime_dirs["memory"], "env-1"))
 
 
+# -- cgroups made ahead for first starts ------------------------------------------------------
+def test_cgroups_made_ahead_carry_the_limits_last_asked_for(tmp_path, writes, fake_rmdir):
+    """Made without limits at first, then with those the last one taken
+    needed: taken with the same limits, nothing is written on the way; with
+    others, they (and the cpu directory) are written then."""
+    backend = v1_backend(tmp_path)
+    backend.setup()
+    ahead = cgroups.CgroupsAhead(backend, count=2)
+    ahead.refill()
+    small = Limits(64 * MIB, 100, None)
+    first = ahead.take(small)
+    assert first is not None and set(first.dirs) == {"memory", "pids", "freezer"}
+    assert read(Path(first.dirs["memory"], "memory.limit_in_bytes")) == str(64 * MIB)
+    ahead.refill()  # one was left from before, one is made with `small`
+    writes.clear()
+    assert ahead.take(small) is not None
+    assert writes == []  # made with these limits already
+    quota = Limits(256 * MIB, 50, 0.5)
+    other = ahead.take(quota)
+    assert other is not None and set(other.dirs) == {"memory", "pids", "freezer", "cpu"}
+    assert read(Path(other.dirs["memory"], "memory.limit_in_bytes")) == str(256 * MIB)
+    assert read(Path(other.dirs["pids"], "pids.max")) == "50"
+    assert read(Path(other.dirs["cpu"], "cpu.cfs_quota_us")) == "50000"
+    assert os.path.basename(other.dirs["cpu"]) == os.path.basename(other.dirs["memory"])
+    assert ahead.take(quota) is None  # none left until the next refill
+
+
+def test_cgroups_made_ahead_go_with_close(tmp_path, fake_rmdir):
+    backend = v1_backend(tmp_path)
+    backend.setup()
+    ahead = cgroups.CgroupsAhead(backend, count=3)
+    ahead.refill()
+    made = [p for p in os.listdir(backend.runtime_dirs["memory"]) if p.startswith("env-")]
+    assert len(made) == 3
+    ahead.close()
+    assert not [p for p in os.listdir(backend.runtime_dirs["memory"]) if p.startswith("env-")]
+    ahead.refill()  # closed: makes none
+    assert not os.listdir(backend.runtime_dirs["memory"])
+    assert ahead.take(Limits(MIB, 10, None)) is None
+
+
 def test_v1_oom_kills_from_oom_control(tmp_path):
     backend = v1_backend(tmp_path)
     backend.setup()

@@ -82,6 +82,8 @@ class HostLimits:
         self.isolation = Isolation(isolate, user)
         self.cpu_follows_memory = cpu_follows_memory
         self.cgroup: cgroups.CgroupBackend | None = None
+        # Made ahead for first starts (the supervisor refills it).
+        self.cgroups_ahead: cgroups.CgroupsAhead | None = None
         self.cgroup_reason = "disabled by configuration"
         self.swept = 0
         if use_cgroups is False:
@@ -93,6 +95,7 @@ class HostLimits:
             try:
                 self.swept = backend.setup()
                 self.cgroup = backend
+                self.cgroups_ahead = cgroups.CgroupsAhead(backend)
             except OSError as exc:
                 self.cgroup_reason = f"{detection.reason} present but unusable: {exc}"
         if self.cgroup is None:
@@ -103,6 +106,8 @@ class HostLimits:
             log.warning(message)
 
     def close(self) -> None:
+        if self.cgroups_ahead is not None:
+            self.cgroups_ahead.close()
         if self.cgroup is not None:
             self.cgroup.close()
         self.isolation.close()

@@ -4,7 +4,8 @@
 One private extension built from small sources: child.pxi (what a child does
 between fork and its first Python line), spawn.pxi (the parent side of a
 fork), pidns.pxi (an environment's own pid namespace and its init),
-serve.pxi (the zygote's poll loop), floor.pxi (bare-fork timing for
+serve.pxi (the zygote's poll loop), pages.pxi (pages a start writes,
+written ahead by spare children), floor.pxi (bare-fork timing for
 benchmarks). The declarations all live in syscalls.pxd.
 """
 
@@ -27,5 +28,6 @@ include "child.pxi"
 include "pidns.pxi"
 include "spawn.pxi"
 include "serve.pxi"
+include "pages.pxi"
 include "floor.pxi"
 include "seccomp.pxi"

@@ -39,6 +39,7 @@ cdef extern from "isolation.h" nogil:
         int undumpable
         int parent_pidfd
         int netns_fd
+        int spare
         sock_fprog *seccomp
     int unshare(int flags)
     int sethostname(const char *name, size_t len)
@@ -80,8 +81,10 @@ cdef enum:
     CHILD_CHANNEL_FD = 3
     CHILD_ERROR_FD = 4
     CHILD_FIRST_FREE_FD = 5
+    # A spare child keeps the zygote's pidfd here until it is assigned.
+    SPARE_PIDFD_FD = 5
     # Sources are first moved at or above this number so that no dup2 onto
-    # 1-4 can clobber another source.
+    # 1-5 can clobber another source.
     SCRATCH_FD = 16
 
 
@@ -139,13 +142,18 @@ cdef struct ChildLimits:
     int n_rlimits
 
 
-cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogil:
-    """Namespaces, mounts, capabilities, ids and no_new_privs, in that order."""
-    # A network namespace the zygote made ahead of time, unused by anyone.
+cdef void _child_enter_namespaces(int err_fd, const sandbox_isolation *iso) noexcept nogil:
+    """The network namespace made ahead, then the new namespaces: what a
+    spare child (made ahead of its function) takes before it is assigned."""
     if iso.netns_fd >= 0 and setns(iso.netns_fd, CLONE_NEWNET) != 0:
         _report_and_exit(err_fd, errno, STAGE_NETWORK_NAMESPACE)
     if iso.unshare_flags and unshare(iso.unshare_flags) != 0:
         _report_and_exit(err_fd, errno, STAGE_UNSHARE)
+
+
+cdef void _child_isolate(int err_fd, const sandbox_isolation *iso) noexcept nogil:
+    """Inside its namespaces: mounts, capabilities, ids and no_new_privs, in
+    that order."""
     if iso.private_mounts and sandbox_setup_mounts(iso) != 0:
         _report_and_exit(err_fd, errno, STAGE_MOUNTS)
     if iso.loopback_up and sandbox_loopback_up() != 0:
@@ -232,13 +240,10 @@ cdef void _die_with_zygote(int err_fd, pid_t zygote_pid,
         _report_and_exit(err_fd, ESRCH, STAGE_PDEATHSIG)
 
 
-cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
-                       int max_fd, const ChildLimits *limits,
+cdef void _child_begin(int err_fd, pid_t zygote_pid,
                        const sandbox_isolation *iso) noexcept nogil:
-    """Session, parent-death signal, cgroup, rlimits, isolation, signal state,
-    fd layout and last the seccomp filter of a new child, in that order."""
+    """Clean signal state, a session of its own, death with the zygote."""
     cdef sigset_t empty
-    cdef int c, l, e, i
     # The zygote blocks SIGCHLD and reads it from a signalfd; the child must
     # start with a clean mask and default dispositions for what it changed.
     sigemptyset(&empty)
@@ -253,21 +258,20 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     # Die with the zygote.
     _die_with_zygote(err_fd, zygote_pid, iso)
 
-    # Into the environment's cgroup before anything of the function runs.
-    # "0" means the writing process, on cgroup v1 and v2 alike.
+
+cdef void _join_cgroups(int err_fd, const ChildLimits *limits) noexcept nogil:
+    """Into the environment's cgroup before anything of the function runs.
+    "0" means the writing process, on cgroup v1 and v2 alike."""
+    cdef int i
     for i in range(limits.n_cgroup_fds):
         if write(limits.cgroup_fds[i], b"0", 1) != 1:
             _report_and_exit(err_fd, errno, STAGE_CGROUP)
-    if iso.user_namespace:
-        # RLIMIT_NPROC counts the processes of a uid in a user namespace, and
-        # of the namespace's owner (the zygote's uid) above it, up to the
-        # limit its creator had: that must stay the zygote's (none), or the
-        # environments of one function would share one budget.
-        _child_isolate_in_user_namespace(err_fd, chan_fd, iso)
-        _set_rlimits(err_fd, limits)
-    else:
-        _set_rlimits(err_fd, limits)
-        _child_isolate(err_fd, iso)
+
+
+cdef void _child_finish(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
+                        int max_fd, const sandbox_isolation *iso) noexcept nogil:
+    """After its isolation: the fd layout, and last the seccomp filter."""
+    cdef int c, l, e
     if iso.switch_ids:
         # A change of credentials cleared the parent-death signal: arm it again.
         _die_with_zygote(err_fd, zygote_pid, iso)
@@ -290,3 +294,63 @@ cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
     # Last: from here on the denied system calls kill the process.
     if iso.seccomp != NULL and sandbox_load_seccomp(iso) != 0:
         _report_and_exit(err_fd, errno, STAGE_SECCOMP)
+
+
+cdef void _child_place(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid, int max_fd,
+                       const ChildLimits *limits,
+                       const sandbox_isolation *iso) noexcept nogil:
+    """A privileged zygote's child inside its namespaces: its cgroup,
+    rlimits, isolation, fd layout and filter. Also what a spare child does
+    once it is assigned (take_placement)."""
+    _join_cgroups(err_fd, limits)
+    _set_rlimits(err_fd, limits)
+    _child_isolate(err_fd, iso)
+    _child_finish(chan_fd, log_fd, err_fd, zygote_pid, max_fd, iso)
+
+
+cdef void _child_keep_as_spare(int chan_fd, int err_fd, int max_fd,
+                               const sandbox_isolation *iso) noexcept nogil:
+    """A spare child waits for its assignment on ``chan_fd`` (as fd 3), with
+    the zygote's pidfd (if any) as fd 5 for take_placement; every other fd
+    above 2 goes. Its stdout and stderr stay the zygote's until then."""
+    cdef int c, e, p = -1
+    c = fcntl(chan_fd, F_DUPFD, <int>SCRATCH_FD)
+    e = fcntl(err_fd, F_DUPFD_CLOEXEC, <int>SCRATCH_FD)
+    if iso.parent_pidfd >= 0:
+        p = fcntl(iso.parent_pidfd, F_DUPFD_CLOEXEC, <int>SCRATCH_FD)
+    if c < 0 or e < 0 or (iso.parent_pidfd >= 0 and p < 0):
+        _report_and_exit(err_fd, errno, STAGE_FDS)
+    err_fd = e
+    if dup2(c, CHILD_CHANNEL_FD) < 0 or dup2(e, CHILD_ERROR_FD) < 0:
+        _report_and_exit(err_fd, errno, STAGE_FDS)
+    err_fd = CHILD_ERROR_FD
+    if fcntl(err_fd, F_SETFD, FD_CLOEXEC) < 0:
+        _report_and_exit(err_fd, errno, STAGE_FDS)
+    if p >= 0 and dup2(p, SPARE_PIDFD_FD) < 0:
+        _report_and_exit(err_fd, errno, STAGE_FDS)
+    _close_from(SPARE_PIDFD_FD + 1 if p >= 0 else SPARE_PIDFD_FD, max_fd)
+
+
+cdef void _child_setup(int chan_fd, int log_fd, int err_fd, pid_t zygote_pid,
+                       int max_fd, const ChildLimits *limits,
+                       const sandbox_isolation *iso) noexcept nogil:
+    """Signal state, session, parent-death signal, namespaces, cgroup,
+    rlimits, the rest of the isolation, fd layout and last the seccomp
+    filter of a new child. A spare stops after its namespaces."""
+    _child_begin(err_fd, zygote_pid, iso)
+    if iso.user_namespace:
+        # A forked zygote's child: the dispatcher moves it into its cgroup.
+        _join_cgroups(err_fd, limits)
+        # RLIMIT_NPROC counts the processes of a uid in a user namespace, and
+        # of the namespace's owner (the zygote's uid) above it, up to the
+        # limit its creator had: that must stay the zygote's (none), or the
+        # environments of one function would share one budget.
+        _child_isolate_in_user_namespace(err_fd, chan_fd, iso)
+        _set_rlimits(err_fd, limits)
+        _child_finish(chan_fd, log_fd, err_fd, zygote_pid, max_fd, iso)
+        return
+    _child_enter_namespaces(err_fd, iso)
+    if iso.spare:
+        _child_keep_as_spare(chan_fd, err_fd, max_fd, iso)
+        return
+    _child_place(chan_fd, log_fd, err_fd, zygote_pid, max_fd, limits, iso)

@@ -63,6 +63,8 @@ typedef struct {
     int undumpable;              /* PR_SET_DUMPABLE 0 (environments share a uid) */
     int parent_pidfd;            /* -1, or a pidfd of the zygote (own pid namespace) */
     int netns_fd;                /* -1, or a fresh network namespace to enter */
+    int spare;                   /* stop after the namespaces: a spare child, which takes
+                                    the rest when it is assigned (take_placement) */
     struct sock_fprog *seccomp;  /* NULL: no filter */
 } sandbox_isolation;
 
@@ -201,9 +203,14 @@ static int sandbox_drop_capabilities(void) {
               SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED |
               SECBIT_KEEP_CAPS_LOCKED, 0, 0, 0) != 0)
         return -1;
+    /* Capabilities are numbered from 0 up to the kernel's last, which it
+     * answers with EINVAL. */
     for (cap = 0; cap < 64; cap++) {
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+            if (errno == EINVAL)
+                break;
             return -1;
+        }
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
         return -1;

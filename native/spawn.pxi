@@ -49,6 +49,32 @@ cdef void _free_isolation(sandbox_isolation *iso) noexcept:
     PyMem_Free(iso.mask_paths)
 
 
+cdef object _prepare_limits(ChildLimits *limits, object cgroup_fds, object rlimits):
+    """Fills ``limits`` (freed with _free_limits) from spawn()'s arguments."""
+    cdef Py_ssize_t i
+    cdef list rl = [tuple(r) for r in rlimits]
+    cdef list cg = [int(fd) for fd in cgroup_fds]
+    limits.n_cgroup_fds = len(cg)
+    limits.n_rlimits = len(rl)
+    limits.cgroup_fds = <int *>PyMem_Malloc((len(cg) + 1) * sizeof(int))
+    limits.rlimit_resources = <int *>PyMem_Malloc((len(rl) + 1) * sizeof(int))
+    limits.rlimit_values = <rlimit *>PyMem_Malloc((len(rl) + 1) * sizeof(rlimit))
+    if (limits.cgroup_fds == NULL or limits.rlimit_resources == NULL
+            or limits.rlimit_values == NULL):
+        _free_limits(limits)
+        raise MemoryError()
+    try:
+        for i in range(len(cg)):
+            limits.cgroup_fds[i] = cg[i]
+        for i in range(len(rl)):
+            limits.rlimit_resources[i] = rl[i][0]
+            limits.rlimit_values[i].rlim_cur = _rlim(rl[i][1])
+            limits.rlimit_values[i].rlim_max = _rlim(rl[i][2])
+    except BaseException:
+        _free_limits(limits)
+        raise
+
+
 cdef rlim_t _rlim(object value) except? 0:
     """An rlimit value; None or -1 means unlimited."""
     if value is None or value == -1:
@@ -130,6 +156,7 @@ cdef object _prepare_isolation(sandbox_isolation *iso, sock_fprog *prog, object 
         iso.uid = spec["uid"]
         iso.gid = spec["gid"]
     iso.no_new_privs = bool(spec.get("no_new_privs"))
+    iso.spare = bool(spec.get("spare"))
     program = spec.get("seccomp")
     if program:
         if len(program) % 8:
@@ -157,7 +184,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     _child_isolate_in_user_namespace: it asks for its ids on ``chan_fd``
     and waits for the answer before its set-up goes on), netns_fd from
     prepare_network_namespace(), pid_namespace_ahead from
-    prepare_pid_namespace()). With ``pid_namespace`` (and
+    prepare_pid_namespace(), spare: see take_placement). With ``pid_namespace`` (and
     ``init_path``, the sandbox-init program) the child is pid 2 of a pid
     namespace of its own whose init is also a child of this process; after
     reaping the child, call end_pid_namespace(pid) (serve() does).
@@ -181,9 +208,6 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     cdef char **envp = NULL
     cdef list keepalive = []
     cdef ChildLimits limits
-    cdef Py_ssize_t i
-    cdef list rl = [tuple(r) for r in rlimits]
-    cdef list cg = [int(fd) for fd in cgroup_fds]
     cdef sandbox_isolation iso
     cdef sock_fprog prog
     cdef bint new_pidns = bool(isolation and isolation.get("pid_namespace"))
@@ -191,23 +215,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
     cdef object ahead = isolation.get("pid_namespace_ahead") if new_pidns else None
 
     memset(&iso, 0, sizeof(sandbox_isolation))
-
-    limits.n_cgroup_fds = len(cg)
-    limits.n_rlimits = len(rl)
-    limits.cgroup_fds = <int *>PyMem_Malloc((len(cg) + 1) * sizeof(int))
-    limits.rlimit_resources = <int *>PyMem_Malloc((len(rl) + 1) * sizeof(int))
-    limits.rlimit_values = <rlimit *>PyMem_Malloc((len(rl) + 1) * sizeof(rlimit))
-    if (limits.cgroup_fds == NULL or limits.rlimit_resources == NULL
-            or limits.rlimit_values == NULL):
-        _free_limits(&limits)
-        raise MemoryError()
-    for i in range(len(cg)):
-        limits.cgroup_fds[i] = cg[i]
-    for i in range(len(rl)):
-        limits.rlimit_resources[i] = rl[i][0]
-        limits.rlimit_values[i].rlim_cur = _rlim(rl[i][1])
-        limits.rlimit_values[i].rlim_max = _rlim(rl[i][2])
-
+    _prepare_limits(&limits, cgroup_fds, rlimits)
     try:
         _prepare_isolation(&iso, &prog, isolation, keepalive)
         if new_pidns:
@@ -280,6 +288,62 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
         _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
         raise SpawnError(int(hex_errno, 16), stage)
     return pid
+
+
+def take_placement(int chan_fd, int log_fd, cgroup_fds, rlimits, isolation,
+                   pid_t zygote_pid, bint has_parent_pidfd):
+    """In a spare child, once its zygote assigned it: the rest of the set-up
+    spawn() does in a child, from the assignment's fds and isolation.
+
+    A spare is a child spawned with ``spare`` in its isolation: it stopped
+    after entering its namespaces, went on running this interpreter and
+    waits for an assignment on fd 3, the zygote's pidfd (when it is in a pid
+    namespace of its own: ``has_parent_pidfd``) on fd 5. The zygote made it
+    ahead of demand, so an environment forked from a tree node costs this
+    instead of a fork. Here it joins its cgroup, takes its rlimits, mounts,
+    hostname, capabilities, ids and no_new_privs, then the fd layout of a
+    child (channel on fd 3, log on 1 and 2) and last the seccomp filter.
+
+    Each failing step is reported on fd 3 (where the zygote reads the
+    verdict, as spawn() does) and ends the process; success closes fd 3's
+    last copy, which the zygote sees as an empty verdict.
+    """
+    cdef ChildLimits limits
+    cdef sandbox_isolation iso
+    cdef sock_fprog prog
+    cdef list keepalive = []
+    cdef int max_fd = _max_fd()
+    memset(&iso, 0, sizeof(sandbox_isolation))
+    _prepare_limits(&limits, cgroup_fds, rlimits)
+    try:
+        _prepare_isolation(&iso, &prog, isolation, keepalive)
+        iso.parent_pidfd = SPARE_PIDFD_FD if has_parent_pidfd else -1
+        with nogil:
+            _child_place(chan_fd, log_fd, CHILD_CHANNEL_FD, zygote_pid, max_fd, &limits, &iso)
+        close(CHILD_ERROR_FD)
+    finally:
+        _free_isolation(&iso)
+        _free_limits(&limits)
+
+
+def assign_spare(int sock_fd, bytes data, fds):
+    """Hands a spare child (see take_placement) its assignment: ``data`` (a
+    SPAWN frame) and ``fds`` on ``sock_fd``, the zygote's end of the spare's
+    fd 3; waits for the spare's verdict, then closes ``sock_fd``.
+
+    Raises:
+        SpawnError: a set-up step failed in the spare (it exits), or it
+            died before it took its assignment (stage "spare").
+        OSError: sending the assignment failed.
+    """
+    try:
+        _send_packet(sock_fd, data, list(fds))
+        verdict = _read_verdict(sock_fd)
+    finally:
+        close(sock_fd)
+    if verdict:
+        _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
+        raise SpawnError(int(hex_errno, 16), stage)
 
 
 cdef void _forget_parent_state() noexcept:

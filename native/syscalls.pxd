@@ -14,6 +14,7 @@ cdef extern from "<errno.h>" nogil:
         ECHILD
         ESRCH
         EBADF
+        EINVAL
         EPROTO
 
 
@@ -137,6 +138,8 @@ cdef extern from "<sys/socket.h>" nogil:
         int cmsg_level
         int cmsg_type
     ssize_t recvmsg(int sockfd, msghdr *msg, int flags)
+    ssize_t sendmsg(int sockfd, const msghdr *msg, int flags)
+    int socketpair(int domain, int type, int protocol, int sv[2])
     cmsghdr *CMSG_FIRSTHDR(msghdr *msg)
     cmsghdr *CMSG_NXTHDR(msghdr *msg, cmsghdr *cmsg)
     unsigned char *CMSG_DATA(cmsghdr *cmsg)
@@ -148,6 +151,10 @@ cdef extern from "<sys/socket.h>" nogil:
         MSG_CMSG_CLOEXEC
         MSG_TRUNC
         MSG_CTRUNC
+        MSG_NOSIGNAL
+        AF_UNIX
+        SOCK_SEQPACKET
+        SOCK_CLOEXEC
 
 
 cdef extern from "<time.h>" nogil:

@@ -166,6 +166,30 @@ def invoke_from_zygote(rt: Runtime, name: str, event: Any = None) -> Any:
     return rt.invoke(name, event if event is not None else {})
 
 
+def tree_zygote_pids(rt: Runtime) -> dict[tuple[str, ...], int]:
+    """The base zygote's and the tree nodes' pids, by the packages each holds
+    beyond the base (the base: ())."""
+    return {tuple(n["packages"]): n["pid"] for n in rt.zygote_tree()["tree"] if n["alive"]}
+
+
+def spares_of(rt: Runtime, zygote_pid: int, exclude: Any = ()) -> set[int]:
+    """The spare children a zygote of the tree keeps made for first starts:
+    its children running Python that are neither zygotes (nodes, functions'
+    zygotes) nor in ``exclude`` (environments it started)."""
+    described = rt.zygote_tree()
+    zygotes = ({n["pid"] for n in described["tree"]}
+               | {f["pid"] for f in described["functions"].values()})
+    spares = set()
+    for child in psutil.Process(zygote_pid).children():
+        try:
+            if child.pid not in zygotes and child.pid not in exclude \
+                    and child.name() == "python":
+                spares.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return spares
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
     """Polls ``predicate`` until it is truthy; returns its last value."""
     deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -32,6 +33,8 @@ from conftest import (
     invoke_from_zygote,
     is_alive,
     make_function,
+    spares_of,
+    tree_zygote_pids,
     wait_for,
     wait_gone,
 )
@@ -1057,17 +1060,48 @@ def test_init_runs_as_isolated_as_the_handler(runtime, tmp_path, kind):
         assert r.function_error is None and r.payload["CapEff"] == "0" * 16, r.payload
         r = invoke_from_zygote(runtime, "init")
     try:
-        assert r.function_error is None, r.payload
-        init = r.payload
-        assert not escape.exists(), "INIT wrote to the host filesystem"
-        assert init["host_write"] in ("FileNotFoundError", "OSError", "PermissionError")
-        assert init["CapEff"] == init["CapBnd"] == "0000000000000000"
-        assert init["NoNewPrivs"] == "1" and init["Seccomp"] == "2"
-        assert init["mnt_ns"] != os.readlink("/proc/self/ns/mnt")
-        assert init["ipc_ns"] != os.readlink("/proc/self/ns/ipc")
-        # Within the function's memory limit: the environment's own cgroup
-        # (cold), its zygote's (snapshot: INIT ran there, once).
-        assert memory_limit_mb(runtime, init["cgroups"]) == 192
+        assert_init_isolated(runtime, r, escape)
+    finally:
+        escape.unlink(missing_ok=True)
+
+
+def assert_init_isolated(rt: Runtime, r: Any, escape: Path) -> None:
+    """What INIT_PROBE found in the INIT of a function of 192 MB: no write
+    to the host, no capability, no_new_privs, seccomp, namespaces of its
+    own, and its memory limit."""
+    assert r.function_error is None, r.payload
+    init = r.payload
+    assert not escape.exists(), "INIT wrote to the host filesystem"
+    assert init["host_write"] in ("FileNotFoundError", "OSError", "PermissionError")
+    assert init["CapEff"] == init["CapBnd"] == "0000000000000000"
+    assert init["NoNewPrivs"] == "1" and init["Seccomp"] == "2"
+    assert init["mnt_ns"] != os.readlink("/proc/self/ns/mnt")
+    assert init["ipc_ns"] != os.readlink("/proc/self/ns/ipc")
+    # Within the function's memory limit: the environment's own cgroup
+    # (cold, first starts), its zygote's (snapshot: INIT ran there, once).
+    assert memory_limit_mb(rt, init["cgroups"]) == 192
+
+
+def test_init_of_a_first_start_handed_to_a_spare_is_as_isolated(runtime, tmp_path):
+    """A first start from the zygote tree handed to a spare child (made
+    ahead, privileged until it is assigned) runs INIT as isolated as any,
+    with its function's memory limit on a cgroup made ahead for another."""
+    isolation_step(runtime, "isolated_init")
+    escape = tmp_path / "escaped-by-init"
+    environment = {"ESCAPE_PATH": str(escape)}
+    # 128 MB: the base learns what to make ahead.
+    make_function(runtime, "warm", INIT_PROBE, environment=environment)
+    warm = runtime.invoke("warm")
+    assert warm.function_error is None, warm.payload
+    base = tree_zygote_pids(runtime)[()]
+    spare = wait_for(lambda: spares_of(runtime, base, exclude={warm.report["pid"]}))
+    assert spare
+    make_function(runtime, "init", INIT_PROBE, memory_mb=192, environment=environment)
+    r = runtime.invoke("init")
+    try:
+        assert {r.report["pid"]} == spare
+        assert r.report["start"] == "snapshot" and r.report["init_duration_ms"] is not None
+        assert_init_isolated(runtime, r, escape)
     finally:
         escape.unlink(missing_ok=True)
 
@@ -1111,7 +1145,10 @@ def test_no_cgroup_left_behind(tmp_path, runtime):
         assert dirs and all(os.path.isdir(d) for d in dirs.values())
 
         def env_dirs() -> list[list[str]]:
-            return [sorted(e for e in os.listdir(d) if e.startswith("env-"))
+            """Environments' cgroups (but those the Runtime holds made ahead
+            for first starts, a constant few)."""
+            ahead = rt._host.cgroups_ahead.names()
+            return [sorted(e for e in os.listdir(d) if e.startswith("env-") and e not in ahead)
                     for d in dirs.values()]
 
         # One cgroup per environment, in every hierarchy, plus one made ahead

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -244,3 +245,101 @@ def test_spawn_enters_namespaces_made_ahead(log_fd):
         os.close(pidns_fd)
         ours.close()
         theirs.close()
+
+
+# -- pages written ahead ---------------------------------------------------------------------
+PAGE = 4096
+
+
+class Region:
+    """``pages`` page-aligned pages of a bytearray, each written once (so
+    resident and this process's own)."""
+
+    def __init__(self, pages: int) -> None:
+        import ctypes
+
+        self.raw = bytearray((pages + 1) * PAGE)
+        base = ctypes.addressof((ctypes.c_char * len(self.raw)).from_buffer(self.raw))
+        self.start = (base + PAGE - 1) // PAGE * PAGE
+        self.offset = self.start - base
+        self.pages = [self.start + i * PAGE for i in range(pages)]
+        for address in self.pages:
+            self[address] = 1
+
+    def __setitem__(self, address: int, value: int) -> None:
+        self.raw[address - self.start + self.offset] = value
+
+    def __getitem__(self, address: int) -> int:
+        return self.raw[address - self.start + self.offset]
+
+
+def pages_in(ranges: list[tuple[int, int]]) -> set[int]:
+    return {a for start, end in ranges for a in range(start, end, PAGE)}
+
+
+def forked(work) -> int:
+    """A child that does ``work`` and then waits to be killed; its pid once
+    the work is done."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            work()
+            os.write(w, b"x")
+            signal.pause()
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    return pid
+
+
+def end(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading another process's pagemap flags")
+def test_written_pages_are_those_a_forked_child_wrote():
+    region = Region(16)
+    written = region.pages[::2]
+
+    def write_every_other_page() -> None:
+        for address in written:
+            region[address] = 2
+
+    pid = forked(write_every_other_page)
+    try:
+        assert pages_in(_native.written_pages(pid, 1 << 20)) & set(region.pages) == set(written)
+        assert len(pages_in(_native.written_pages(pid, 3))) == 3  # at most max_pages
+    finally:
+        end(pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading another process's pagemap flags")
+def test_write_ahead_copies_the_pages_before_they_are_written():
+    region = Region(16)
+    ranges = [(region.start, region.start + 16 * PAGE)]
+    pid = forked(lambda: _native.write_ahead(ranges + [(PAGE, 2 * PAGE)]))  # and one unmapped
+    try:
+        # Shared with this process until then; the child's own now.
+        assert set(region.pages) <= pages_in(_native.written_pages(pid, 1 << 20))
+    finally:
+        end(pid)
+    assert all(region[a] == 1 for a in region.pages)  # written ahead, not changed
+    # An assignment waiting (its fd readable) stops it before the first range.
+    r, w = os.pipe()
+    os.write(w, b"x")
+    assert _native.write_ahead(ranges, r) == 0
+    os.close(r)
+    os.close(w)
+
+
+def test_written_pages_of_a_process_gone_is_an_oserror():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with pytest.raises(OSError):
+        _native.written_pages(pid, 10)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import psutil
 import pytest
-from conftest import make_function, wait_for
+from conftest import make_function, spares_of, tree_zygote_pids, wait_for, wait_gone
 
 from sandbox import Runtime
 from sandbox.errors import InvalidParameterValueException, ServiceException
@@ -200,3 +201,71 @@ def test_a_missing_preload_package_is_reported_by_init_as_lambda_does(rt):
     assert r.function_error == "Unhandled"
     assert r.payload["errorType"] == "Runtime.ImportModuleError"
     assert "no_such_package_here" in r.payload["errorMessage"]
+
+
+# -- spare children made ahead -----------------------------------------------------------------
+def test_a_first_start_takes_the_spare_child_the_tree_made_ahead(rt):
+    """Once the base forked one first start, it keeps a spare child made
+    ahead (forked, in its namespaces): the next first start is handed to it
+    instead of a fork, and another is made."""
+    make_function(rt, "one", REPORT_SOURCE)
+    one = rt.invoke("one", {})
+    assert one.function_error is None, one.payload
+    base = tree_zygote_pids(rt)[()]
+    spare = wait_for(lambda: spares_of(rt, base, exclude={one.report["pid"]}))
+    assert len(spare) == 1, spare
+    make_function(rt, "two", REPORT_SOURCE)
+    two = rt.invoke("two", {})
+    assert two.function_error is None, two.payload
+    assert {two.report["pid"]} == spare
+    assert two.report["init_duration_ms"] is not None and two.payload["modules"] == []
+    assert two.payload["random"] != one.payload["random"]
+    # The next one is made, and is another process.
+    envs = {one.report["pid"], two.report["pid"]}
+    assert wait_for(lambda: spares_of(rt, base, exclude=envs) - spare)
+
+
+def test_a_spare_child_that_died_is_passed_over(rt):
+    make_function(rt, "one", REPORT_SOURCE)
+    one = rt.invoke("one", {})
+    base = tree_zygote_pids(rt)[()]
+    spare = wait_for(lambda: spares_of(rt, base, exclude={one.report["pid"]}))
+    assert spare
+    for pid in spare:
+        os.kill(pid, signal.SIGKILL)
+    assert not wait_gone(spare)
+    make_function(rt, "two", REPORT_SOURCE)
+    two = rt.invoke("two", {})
+    assert two.function_error is None, two.payload
+    assert two.report["pid"] not in spare
+    assert psutil.Process(two.report["pid"]).ppid() == base
+
+
+def test_spares_write_ahead_the_pages_a_first_start_wrote(rt):
+    """The base reads which pages a first start wrote (LEARN_AFTER_S after
+    it), and every spare made after that writes them while it waits: they
+    are its own (copied) before it is assigned."""
+    from sandbox.worker.zygote import LEARN_AFTER_S
+
+    make_function(rt, "one", REPORT_SOURCE)
+    one = rt.invoke("one", {})  # forked: the base learns from it
+    base = tree_zygote_pids(rt)[()]
+    envs = {one.report["pid"]}
+    before = wait_for(lambda: spares_of(rt, base, exclude=envs))  # made before learning
+    time.sleep(LEARN_AFTER_S * 3)
+    before_private = private_dirty(*before)
+    make_function(rt, "two", REPORT_SOURCE)
+    envs.add(rt.invoke("two", {}).report["pid"])  # takes it; the next writes ahead
+    after = wait_for(lambda: spares_of(rt, base, exclude=envs))
+    assert after and after != before
+    assert wait_for(lambda: private_dirty(*after) > before_private + 2**19), \
+        (before_private, private_dirty(*after))
+
+
+def private_dirty(pid: int) -> int:
+    """Bytes of pages only ``pid`` holds, written (smaps_rollup)."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Private_Dirty:"):
+                return int(line.split()[1]) * 1024
+    return 0

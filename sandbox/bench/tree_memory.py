@@ -31,7 +31,7 @@ from ..errors import ServiceException
 from .sweeps import HOLD_SOURCE, MIB, cold_interpreter_memory, write_code
 from .tree import TREE_HANDLERS, TreeHandler
 
-ROLES = ("base", "node", "function zygote", "environment", "helper")
+ROLES = ("base", "node", "function zygote", "environment", "spare", "helper")
 # How long each concurrent invocation holds its environment, so that each
 # takes an environment of its own.
 HOLD_S = 0.3
@@ -91,8 +91,9 @@ def measure_tree(rt: Runtime, env_functions: dict[int, str]) -> list[dict[str, A
 
     Args:
         env_functions: the function of each environment, by pid; other
-            processes under a function zygote or a node are helpers (the
-            init of a pid namespace made ahead).
+            Python processes under the base or a node are spares (children
+            made ahead for first starts), others helpers (the init of a pid
+            namespace made ahead).
     Raises:
         ServiceException: the base zygote is not running.
     """
@@ -116,7 +117,11 @@ def measure_tree(rt: Runtime, env_functions: dict[int, str]) -> list[dict[str, A
         elif pid in env_functions:
             role, holds = "environment", env_functions[pid]
         else:
-            role, holds = "helper", proc.name()
+            try:
+                spare = proc.name() == "python" and proc.ppid() in tree
+                role, holds = ("spare", "") if spare else ("helper", proc.name())
+            except psutil.NoSuchProcess:
+                continue
         try:
             rows.append({"role": role, "pid": pid, "parent": proc.ppid(), "holds": holds,
                          **_figures(proc.memory_full_info())})

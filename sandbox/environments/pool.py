@@ -41,6 +41,9 @@ SNAPSHOT_READY_TIMEOUT_S = 5.0
 BOOT_ALLOWANCE_S = 5.0
 # READY seen: how long more the SPAWNED report (on the supervisor thread) may take.
 SPAWNED_WAIT_S = 1.0
+# The Runtime's cgroups made ahead for first starts are made again this long
+# after one was taken, when its start is most likely over (not to slow it).
+REFILL_AFTER_S = 0.05
 
 
 # Top-level modules that act on import (print, start a browser): never preloaded.
@@ -148,6 +151,9 @@ class FunctionPool:
         self._zygote_lock = threading.Lock()
         self._zygote: Zygote | None = None
         self._booting: threading.Thread | None = None  # a zygote boot in the background
+        self._zygote_wanted = False  # INIT worked in a start from the tree: boot one
+        self._boot_over = threading.Event()  # clear while a boot is asked for or runs
+        self._boot_over.set()
         self._idle: list[Environment] = []
         self._spare_cgroup: EnvCgroup | None = None
         self.busy = 0
@@ -193,6 +199,12 @@ class FunctionPool:
         """Returns an environment after an invocation; a broken one is killed,
         one to ``retire`` (healthy, but not to be reused) is shut down."""
         env.last_used = time.monotonic()
+        if self._zygote_wanted:
+            # Started from the supervisor thread: starting a thread here
+            # would delay this invocation's return.
+            self._zygote_wanted = False
+            self._boot_over.clear()
+            self._supervisor.call_later(0.0, self._boot_zygote_in_background)
         with self._lock:
             self.busy -= 1
             if reusable and not retire and not self.closed and not env.exited:
@@ -250,6 +262,9 @@ class FunctionPool:
         """No new invocations; idle environments go now, busy ones when their
         invocation returns, the zygote (whose exit ends its children) after
         the last of them. ``force`` ends everything now (Runtime.close)."""
+        with self._zygote_lock:
+            if self._booting is None:
+                self._boot_over.set()  # a boot asked for will not start now
         with self._lock:
             self.closed = True
             idle, self._idle = self._idle, []
@@ -322,26 +337,38 @@ class FunctionPool:
         env_id = uuid.uuid4().hex
         environ = self.environ("on-demand")
         environ.update(self._stream_environ(env_id))
-        placement = self._placement(env_id, self._tree_isolation)
+        # The pool's next cgroup is made while its zygote boots.
+        placement = self._placement(env_id, self._tree_isolation, spare_next=False)
         env = parent.spawn(env_id, self.generation, "snapshot", environ, placement=placement,
                            become="environment")
         self._await_ready(env, started + INIT_TIMEOUT_S + BOOT_ALLOWANCE_S, request_id)
         # Restored from the tree's snapshot, then INIT: the two durations.
         env.restore_ms = (time.monotonic() - started) * 1000.0 - (env.init_ms or 0.0)
-        self._boot_zygote_in_background()
+        # INIT worked: the function's zygote boots once this invocation is
+        # done (release), so that it takes nothing from it.
+        self._zygote_wanted = True
         return env
 
     def _boot_zygote_in_background(self) -> None:
         """Starts booting the function's zygote, unless it is up or booting.
         Only after INIT worked once: a function whose INIT fails gets none."""
         with self._zygote_lock:
-            if self._zygote is not None or self._booting is not None or self.closed:
+            if self._booting is not None:
+                return  # it sets _boot_over when it ends
+            if self._zygote is not None or self.closed:
+                self._boot_over.set()
                 return
             self._booting = threading.Thread(target=self._boot_in_background,
                                              name=f"zygote-boot-{self.config.name}", daemon=True)
             self._booting.start()
 
     def _boot_in_background(self) -> None:
+        try:
+            self._boot_and_keep()
+        finally:
+            self._boot_over.set()
+
+    def _boot_and_keep(self) -> None:
         zygote: Zygote | None = None
         hello: dict[str, Any] = {}
         try:
@@ -372,10 +399,9 @@ class FunctionPool:
                     self.config.name, self.fork_unsafe_reason)
 
     def join_background(self, timeout_s: float) -> None:
-        """Waits for a zygote boot in the background to end (Runtime.close)."""
-        booting = self._booting
-        if booting is not None:
-            booting.join(timeout_s)
+        """Waits for a zygote boot in the background, asked for or running,
+        to end (Runtime.close, Runtime.wait_zygote_boot)."""
+        self._boot_over.wait(timeout_s)
 
     def _function_zygote(self, request_id: str) -> Zygote | None:
         """The function's zygote, booted (INIT) on first use or after it died."""
@@ -424,12 +450,14 @@ class FunctionPool:
         self.learned_imports = learnable_imports(hello.get("imports"))
         return zygote, hello
 
-    def _new_cgroup(self, name: str, ahead: bool = True) -> EnvCgroup | None:
+    def _new_cgroup(self, name: str, ahead: bool = True,
+                    spare_next: bool = True) -> EnvCgroup | None:
         """A cgroup with the function's limits, when the host has cgroups. For
-        an environment (``ahead``): the one made ahead for this pool when there
-        is one (named env-<another id>), and then the next is made ahead on the
-        supervisor thread (making a cgroup in the four v1 hierarchies is about
-        a third of a snapshot start)."""
+        an environment (``ahead``): one made ahead, this pool's (named
+        env-<another id>) or else the Runtime's, and then (``spare_next``)
+        the pool's next is made ahead on the supervisor thread (making a
+        cgroup in the four v1 hierarchies is about a third of a snapshot
+        start)."""
         if self._host.cgroup is None:
             return None
         if not ahead:
@@ -437,8 +465,20 @@ class FunctionPool:
         with self._lock:
             cgroup, self._spare_cgroup = self._spare_cgroup, None
         if cgroup is None:
-            cgroup = self._create_cgroup(name)
-        self._supervisor.call_later(0.0, self._make_spare_cgroup)
+            cgroup = self._cgroup_made_ahead() or self._create_cgroup(name)
+        if spare_next:
+            self._supervisor.call_later(0.0, self._make_spare_cgroup)
+        return cgroup
+
+    def _cgroup_made_ahead(self) -> EnvCgroup | None:
+        """One of the Runtime's cgroups made ahead, with this function's
+        limits now (a function's first start); the supervisor makes another
+        once the start is likely over."""
+        ahead = self._host.cgroups_ahead
+        if ahead is None:
+            return None
+        cgroup = ahead.take(self._cgroup_limits())
+        self._supervisor.call_later(REFILL_AFTER_S, ahead.refill)
         return cgroup
 
     def _make_spare_cgroup(self) -> None:
@@ -459,23 +499,26 @@ class FunctionPool:
     def _create_cgroup(self, name: str) -> EnvCgroup:
         backend = self._host.cgroup
         assert backend is not None
-        limits = self.limits
         try:
-            return backend.create(name, Limits(limits.memory_mb * 2**20, limits.pids_max,
-                                               limits.cpu_vcpus))
+            return backend.create(name, self._cgroup_limits())
         except CgroupError as exc:
             raise ServiceException(f"cannot create the cgroup {name}: {exc}") from exc
 
+    def _cgroup_limits(self) -> Limits:
+        limits = self.limits
+        return Limits(limits.memory_mb * 2**20, limits.pids_max, limits.cpu_vcpus)
+
     def _placement(self, name: str, isolation: dict[str, Any], ahead: bool = True,
-                   nproc_limit: bool = True) -> Placement:
+                   nproc_limit: bool = True, spare_next: bool = True) -> Placement:
         """The new environment's (or zygote's) uid (when each has its own),
-        cgroup (when the host has them), rlimits and isolation steps.
-        ``nproc_limit``: RLIMIT_NPROC where the uid is its own (not for a
-        zygote: its children's processes count against its uid too)."""
+        cgroup (when the host has them; see _new_cgroup), rlimits and
+        isolation steps. ``nproc_limit``: RLIMIT_NPROC where the uid is its
+        own (not for a zygote: its children's processes count against its
+        uid too)."""
         lease = (self._host.isolation.lease_uid() if isolation["uid_per_environment"]
                  else None)
         try:
-            cgroup = self._new_cgroup(name if not ahead else f"env-{name}", ahead)
+            cgroup = self._new_cgroup(name if not ahead else f"env-{name}", ahead, spare_next)
         except BaseException:
             if lease is not None:
                 lease.release()

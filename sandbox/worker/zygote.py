@@ -18,8 +18,10 @@ single-threaded, so fork is sound.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
+import signal
 import sys
 import time
 
@@ -42,8 +44,6 @@ from .handler import initialize
 from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
 
 CLONE_NEWNET = 0x40000000
-EPROTO = 71
-SIGKILL = 9
 
 # typing is not imported at run time: every cold start would pay for it.
 TYPE_CHECKING = False
@@ -247,7 +247,7 @@ class _Dispatch:
         for pid, ours in self.spares:
             os.close(ours)
             try:
-                os.kill(pid, SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.spares.clear()
@@ -410,8 +410,8 @@ def _serve_as_spare(tag: dict[str, Any]) -> None:
                                frame.get("isolation"), tag["zygote_pid"],
                                tag["parent_pidfd"])
     except Exception as exc:
-        errno = getattr(exc, "errno", None) or EPROTO
-        os.write(_native.CHANNEL_FD, f"OSError:{errno:x}:spare".encode())
+        number = getattr(exc, "errno", None) or errno.EPROTO
+        os.write(_native.CHANNEL_FD, f"OSError:{number:x}:spare".encode())
         os._exit(255)
     _become_fresh_environment(frame)
 

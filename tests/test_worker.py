@@ -225,3 +225,59 @@ def test_user_pythonpath_is_honoured(runtime, tmp_path, start):
     r = runtime.invoke("f", {})
     assert r.function_error is None, r.payload
     assert r.payload == 42
+
+
+# -- a zygote's rehearsal -----------------------------------------------------------------------
+REHEARSAL_SCRIPT = """
+import gc, json, os, random, resource, sys, threading
+import logging  # its after-fork hook is rehearsed too
+from sandbox.worker import context
+from sandbox.worker.rehearsal import rehearse, _invocation_path
+
+def faults_of_a_child():
+    # Page faults (first writes to pages shared with this process, mostly)
+    # of a forked child that runs the after-fork hooks and one invocation.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _invocation_path(1)
+        os.write(w, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    count = int(os.read(r, 64))
+    os.close(r)
+    os.close(w)
+    return count
+
+gc.disable()
+before = faults_of_a_child()
+environ = dict(os.environ)
+rehearse()
+after = faults_of_a_child()
+worked = []
+thread = threading.Thread(target=lambda: worked.append(True))
+thread.start()
+thread.join()
+print(json.dumps({
+    "before": before, "after": after, "environ_kept": dict(os.environ) == environ,
+    "facts_forgotten": context._function_facts is None, "thread_ran": worked == [True],
+    "threads": threading.active_count(), "random": random.random() < 1.0,
+}))
+"""
+
+
+def test_a_rehearsed_zygote_changes_nothing_and_its_children_copy_fewer_pages():
+    """rehearse() leaves the zygote as it was (environment, threading,
+    random, the function facts it read) and saves each child page copies:
+    its first invocation path and after-fork hooks fault less."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", REHEARSAL_SCRIPT], capture_output=True,
+                         timeout=60, cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr.decode()
+    report = json.loads(out.stdout)
+    assert report["environ_kept"] and report["facts_forgotten"] and report["thread_ran"]
+    assert report["threads"] == 1 and report["random"]
+    assert report["after"] < report["before"] * 0.9, report

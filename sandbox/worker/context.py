@@ -45,6 +45,13 @@ def _facts() -> tuple[str | None, ...]:
     return _function_facts
 
 
+def forget_function_facts() -> None:
+    """Makes the next context read the facts again (a zygote's rehearsal
+    read its own, not its children's)."""
+    global _function_facts
+    _function_facts = None
+
+
 class LambdaContext:
     """Per-invocation facts; names and types follow awslambdaric's LambdaContext.
 

@@ -125,7 +125,9 @@ def line_buffered_stdio() -> None:
     """So a print just before a timeout or a crash still reaches the log."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
+        # A zygote's child is line-buffered already: writing it again would
+        # copy the stream's pages from the zygote for nothing.
+        if reconfigure is not None and not getattr(stream, "line_buffering", False):
             reconfigure(line_buffering=True)
 
 

@@ -42,6 +42,7 @@ from ..protocol import (
 from .cold import init_and_serve
 from .handler import initialize
 from .invoke_loop import exit_environment, line_buffered_stdio, serve_invocations
+from .rehearsal import rehearse
 
 CLONE_NEWNET = 0x40000000
 
@@ -452,6 +453,9 @@ def serve_function(ctrl_fd: int, mode: str, netns_ahead: bool) -> None:
     # The shared heap stays clean: the collector is off while this process
     # waits, and what exists now is frozen, so a child's collector (on again
     # in the child) never writes to these objects' pages.
+    # What every child runs first runs here first, so that children share
+    # its quickened code and caches (rehearsal.py).
+    rehearse()
     gc.disable()
     gc.freeze()
     frame = _native.serve(ctrl_fd, dispatch)

@@ -1093,6 +1093,7 @@ def test_init_of_a_first_start_handed_to_a_spare_is_as_isolated(runtime, tmp_pat
     make_function(runtime, "warm", INIT_PROBE, environment=environment)
     warm = runtime.invoke("warm")
     assert warm.function_error is None, warm.payload
+    runtime.wait_zygote_boot("warm")  # its zygote, a child of the base too, is known then
     base = tree_zygote_pids(runtime)[()]
     spare = wait_for(lambda: spares_of(runtime, base, exclude={warm.report["pid"]}))
     assert spare

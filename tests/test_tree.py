@@ -211,6 +211,7 @@ def test_a_first_start_takes_the_spare_child_the_tree_made_ahead(rt):
     make_function(rt, "one", REPORT_SOURCE)
     one = rt.invoke("one", {})
     assert one.function_error is None, one.payload
+    rt.wait_zygote_boot("one")  # its zygote, a child of the base too, is known then
     base = tree_zygote_pids(rt)[()]
     spare = wait_for(lambda: spares_of(rt, base, exclude={one.report["pid"]}))
     assert len(spare) == 1, spare
@@ -221,6 +222,7 @@ def test_a_first_start_takes_the_spare_child_the_tree_made_ahead(rt):
     assert two.report["init_duration_ms"] is not None and two.payload["modules"] == []
     assert two.payload["random"] != one.payload["random"]
     # The next one is made, and is another process.
+    rt.wait_zygote_boot("two")
     envs = {one.report["pid"], two.report["pid"]}
     assert wait_for(lambda: spares_of(rt, base, exclude=envs) - spare)
 
@@ -228,6 +230,7 @@ def test_a_first_start_takes_the_spare_child_the_tree_made_ahead(rt):
 def test_a_spare_child_that_died_is_passed_over(rt):
     make_function(rt, "one", REPORT_SOURCE)
     one = rt.invoke("one", {})
+    rt.wait_zygote_boot("one")
     base = tree_zygote_pids(rt)[()]
     spare = wait_for(lambda: spares_of(rt, base, exclude={one.report["pid"]}))
     assert spare
@@ -249,6 +252,7 @@ def test_spares_write_ahead_the_pages_a_first_start_wrote(rt):
 
     make_function(rt, "one", REPORT_SOURCE)
     one = rt.invoke("one", {})  # forked: the base learns from it
+    rt.wait_zygote_boot("one")
     base = tree_zygote_pids(rt)[()]
     envs = {one.report["pid"]}
     before = wait_for(lambda: spares_of(rt, base, exclude=envs))  # made before learning
@@ -256,6 +260,7 @@ def test_spares_write_ahead_the_pages_a_first_start_wrote(rt):
     before_private = private_dirty(*before)
     make_function(rt, "two", REPORT_SOURCE)
     envs.add(rt.invoke("two", {}).report["pid"])  # takes it; the next writes ahead
+    rt.wait_zygote_boot("two")
     after = wait_for(lambda: spares_of(rt, base, exclude=envs))
     assert after and after != before
     assert wait_for(lambda: private_dirty(*after) > before_private + 2**19), \

@@ -41,6 +41,11 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=(),
         deny_clone_flags: clone(2) flag bits (new namespaces) that are
             denied; clone3, whose flags the filter cannot read, then fails
             with ENOSYS so that libc falls back to clone.
+        unshare_user_namespace_with: with ``unshare`` not denied, the
+            namespace flags it may take besides CLONE_NEWUSER (any other
+            flag kills).
+        mount_only_with: with ``mount`` not denied, the only mount flags it
+            may take.
     Returns:
         (program bytes, names libseccomp does not know on this architecture).
     """
@@ -99,7 +104,8 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=(),
                 if rc < 0:
                     raise OSError(-rc, "seccomp rule for clone3")
         if unshare_user_namespace_with is not None:
-            _deny_unshare_without_user_namespace(ctx)
+            # A user namespace and these: without CLONE_NEWUSER, unshare
+            # works only inside a user namespace the caller made itself.
             _deny_flags_outside(ctx, b"unshare", 0, CLONE_NEWUSER | unshare_user_namespace_with)
         if mount_only_with is not None:
             _deny_flags_outside(ctx, b"mount", 3, mount_only_with)
@@ -115,19 +121,6 @@ def seccomp_program(deny, deny_ioctl_requests=(), deny_personality_flags=(),
         seccomp_release(ctx)
     return program, unknown
 
-
-
-cdef _deny_unshare_without_user_namespace(scmp_filter_ctx ctx):
-    cdef scmp_arg_cmp cmp
-    cdef int rc
-    cmp.arg = 0
-    cmp.op = SCMP_CMP_MASKED_EQ
-    cmp.datum_a = CLONE_NEWUSER
-    cmp.datum_b = 0
-    rc = seccomp_rule_add_array(ctx, SCMP_ACT_KILL_PROCESS,
-                                seccomp_syscall_resolve_name(b"unshare"), 1, &cmp)
-    if rc < 0:
-        raise OSError(-rc, "seccomp rule for unshare without CLONE_NEWUSER")
 
 
 cdef _deny_flags_outside(scmp_filter_ctx ctx, bytes name, unsigned int arg,

@@ -682,3 +682,56 @@ def test_an_unknown_user_is_refused_by_name(tmp_path):
         Runtime(tmp_path / "s", user="no-such-user")
     # Nothing was left holding the state dir.
     Runtime(tmp_path / "s").close()
+
+
+# -- the filter a function zygote runs INIT under ---------------------------------------------
+ZYGOTE_FILTER_PROBE = """
+import ctypes, os, signal, sys
+from sandbox.limits.isolation import seccomp_programs
+
+_, program, _ = seccomp_programs()
+libc = ctypes.CDLL(None, use_errno=True)
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+CALLS = {
+    "unshare(NEWUSER|NEWNET)": lambda: libc.unshare(0x10000000 | 0x40000000),
+    "unshare(NEWNET) in it": lambda: (libc.unshare(0x10000000), libc.unshare(0x40000000)),
+    "unshare(NEWPID)": lambda: libc.unshare(0x20000000),
+    "unshare(NEWCGROUP)": lambda: libc.unshare(0x02000000),
+    "mount(MS_BIND)": lambda: libc.mount(None, b"/nonexistent", None, 0x1000, None),
+    "mount(MS_REMOUNT)": lambda: libc.mount(None, b"/", None, 0x20, None),
+    "setns": lambda: libc.setns(-1, 0),
+}
+killed = {}
+for name, call in CALLS.items():
+    pid = os.fork()
+    if pid == 0:
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+        prog = SockFprog(len(program) // 8, program)
+        if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+            os._exit(3)
+        call()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    killed[name] = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
+print(repr(killed))
+"""
+
+
+def test_a_function_zygotes_filter_allows_only_what_its_children_need():
+    """INIT in a function zygote may make user, mount, IPC, UTS and network
+    namespaces (its children do: the user namespace first, the others once
+    inside it) and bind mounts, and nothing else of the kind."""
+    import ast
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", ZYGOTE_FILTER_PROBE], capture_output=True,
+                         timeout=60, cwd=str(os.path.dirname(os.path.dirname(__file__))))
+    assert out.returncode == 0, out.stderr.decode()
+    assert ast.literal_eval(out.stdout.decode()) == {
+        "unshare(NEWUSER|NEWNET)": False, "unshare(NEWNET) in it": False,
+        "unshare(NEWPID)": True, "unshare(NEWCGROUP)": True,
+        "mount(MS_BIND)": False, "mount(MS_REMOUNT)": True, "setns": True}

@@ -194,14 +194,7 @@ class Isolation:
                 self.supported[step] = False
                 self.reasons[step] = "needs root (no user-namespace mode yet)"
         try:
-            program, unknown = _native.seccomp_program(DENIED_SYSCALLS, [TIOCSTI],
-                                                        PERSONALITY_FLAGS, CLONE_NAMESPACE_FLAGS)
-            self.seccomp_program = program
-            self.zygote_seccomp_program, _ = _native.seccomp_program(
-                [name for name in DENIED_SYSCALLS if name not in ("unshare", "mount")],
-                [TIOCSTI], PERSONALITY_FLAGS, CLONE_NAMESPACE_FLAGS,
-                unshare_user_namespace_with=CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-                | CLONE_NEWNET, mount_only_with=CHILD_MOUNT_FLAGS)
+            self.seccomp_program, self.zygote_seccomp_program, unknown = seccomp_programs()
             if unknown:
                 self.reasons["seccomp"] = f"unknown here, not filtered: {', '.join(unknown)}"
         except OSError as exc:
@@ -411,6 +404,25 @@ class Isolation:
             return (f"a uid and gid of its own, leased from "
                     f"{self.uids.base}..{self.uids.base + self.uids.count - 1}")
         return f"user {self.user} (uid {self.uid}, gid {self.gid})"
+
+
+def seccomp_programs() -> tuple[bytes, bytes, list[str]]:
+    """The handler's seccomp program, a function zygote's (the handler's, but
+    ``unshare`` may make user, mount, IPC, UTS and network namespaces, and
+    ``mount`` take only CHILD_MOUNT_FLAGS: what its children need before
+    they load the handler's), and the denied names unknown here.
+
+    Raises:
+        OSError: libseccomp failed.
+    """
+    program, unknown = _native.seccomp_program(DENIED_SYSCALLS, [TIOCSTI],
+                                                PERSONALITY_FLAGS, CLONE_NAMESPACE_FLAGS)
+    zygote_program, _ = _native.seccomp_program(
+        [name for name in DENIED_SYSCALLS if name not in ("unshare", "mount")],
+        [TIOCSTI], PERSONALITY_FLAGS, CLONE_NAMESPACE_FLAGS,
+        unshare_user_namespace_with=CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
+        mount_only_with=CHILD_MOUNT_FLAGS)
+    return program, zygote_program, unknown
 
 
 def with_network_made_ahead(spec: dict[str, Any]) -> dict[str, Any]:

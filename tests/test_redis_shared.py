@@ -421,3 +421,45 @@ def _outcome(rt: Runtime, caller: str) -> str:
     except NoSuchEntityException:
         return "unknown"
     return "allowed"
+
+
+def test_an_update_is_not_undone_by_the_follower_reading_the_mappings_just_before(
+        tmp_path, redis_url):
+    """A Runtime on a shared store follows the others' mapping changes every
+    second. If it read the mappings, then an update of its own came, the
+    update must stand: the poller must not be restarted from the record read
+    before it (with the old function), and the mapping must not look idle
+    meanwhile (drain would return with a message not delivered)."""
+    out = {name: tmp_path / name for name in ("first", "second")}
+    with Runtime(tmp_path / "state", store=redis_url, isolation=False,
+                 retry_base_delay_s=0.05) as rt:
+        for name, directory in out.items():
+            directory.mkdir()
+            make_function(rt, name, QUEUE_SOURCE, environment={"DELIVERIES": str(directory)})
+        rt.create_queue("q")
+        uuid = rt.create_event_source_mapping("first", rt.arns.queue("q"))
+        store = rt._mappings._ctx.store
+        read_done, go_on = threading.Event(), threading.Event()
+        list_mappings = store.list_mappings
+
+        def held_after_reading() -> list:
+            records = list_mappings()
+            if threading.current_thread().name == "sandbox-mappings":
+                read_done.set()
+                go_on.wait(10)
+            return records
+
+        store.list_mappings = held_after_reading
+        assert read_done.wait(5)  # the follower has read, and waits
+        updater = threading.Thread(
+            target=lambda: rt.update_event_source_mapping(uuid, function="second"))
+        updater.start()
+        time.sleep(0.3)  # the update runs now, or waits for the follower's turn
+        go_on.set()
+        updater.join(10)
+        store.list_mappings = list_mappings
+        time.sleep(0.2)  # the follower's turn is over
+        rt.send_message("q", "7")
+        assert rt.drain(20)
+        assert ([n for n, _, _ in deliveries(out["first"])],
+                [n for n, _, _ in deliveries(out["second"])]) == ([], [7])

@@ -155,14 +155,17 @@ class MappingManager:
         """Shared stores: starts, restarts and stops pollers as other Runtimes
         create, update and delete mappings (seen within FOLLOW_INTERVAL_S)."""
         while not self._stopped.wait(FOLLOW_INTERVAL_S):
-            try:
-                records = {r["UUID"]: r for r in self._ctx.store.list_mappings()}
-            except Exception:
-                log.exception("cannot read event source mappings; retrying")
-                continue
+            # Read under the lock: records read before one of this Runtime's
+            # own changes would undo it (restart its poller with the old
+            # record) until the next turn.
             with self._changing:
                 if self._closed:
                     return
+                try:
+                    records = {r["UUID"]: r for r in self._ctx.store.list_mappings()}
+                except Exception:
+                    log.exception("cannot read event source mappings; retrying")
+                    continue
                 for mapping_id, poller in list(self._pollers.items()):
                     record = records.get(mapping_id)
                     if (record is None or record["State"] != "Enabled"
@@ -357,8 +360,11 @@ class MappingManager:
         self._ctx.limiter.wake()
 
     def idle(self) -> bool:
-        """No batch in flight and nothing left to read, for every enabled mapping."""
-        return all(poller.idle() for poller in list(self._pollers.values()))
+        """No batch in flight and nothing left to read, for every enabled mapping
+        (not while one is being restarted: its mapping has no poller then)."""
+        with self._changing:
+            pollers = list(self._pollers.values())
+        return all(poller.idle() for poller in pollers)
 
     def stop(self) -> None:
         self._stopped.set()

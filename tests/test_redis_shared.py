@@ -411,6 +411,45 @@ def test_permissions_changed_through_one_runtime_bind_the_others(tmp_path, redis
         assert wait_for(lambda: _outcome(second, bob) == "unknown", 3)
 
 
+def test_a_permission_added_while_iam_reloads_is_not_undone(tmp_path, redis_url):
+    """The reload every second (shared stores) reads the IAM records, then
+    replaces this Runtime's view with them: a permission added through this
+    Runtime between the two must still be there after it."""
+    from sandbox.iam.registry import FUNCTION_POLICY
+
+    source = "def handler(event, context):\n    return 1\n"
+    with Runtime(tmp_path / "one", store=redis_url) as rt:
+        make_function(rt, "f", source)
+        allow = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}]}
+        bob = rt.create_user("bob", [allow], account="222233334444")
+        iam = rt._iam
+        store = iam._store
+        read_done, go_on = threading.Event(), threading.Event()
+        list_records = store.list_iam_records
+
+        def held_after_reading(kind: str) -> list:
+            records = list_records(kind)
+            if kind == FUNCTION_POLICY and threading.current_thread().name == "reload":
+                read_done.set()
+                go_on.wait(10)
+            return records
+
+        store.list_iam_records = held_after_reading
+        reloader = threading.Thread(target=iam.reload, name="reload")
+        reloader.start()
+        assert read_done.wait(5)  # it has read every record, and waits
+        adder = threading.Thread(
+            target=lambda: rt.add_permission("f", "bob", "lambda:InvokeFunction", bob))
+        adder.start()
+        time.sleep(0.3)  # the permission is added now, or waits for the reload
+        go_on.set()
+        reloader.join(10)
+        adder.join(10)
+        store.list_iam_records = list_records
+        assert _outcome(rt, bob) == "allowed"
+
+
 def _outcome(rt: Runtime, caller: str) -> str:
     from sandbox.errors import AccessDeniedException, NoSuchEntityException
 

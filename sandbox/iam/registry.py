@@ -103,16 +103,18 @@ class IamRegistry:
     def reload(self) -> None:
         """Reads every record from the store again: with a store shared by
         several Runtimes, what the others created, changed or deleted (the
-        Runtime calls this every second then)."""
+        Runtime calls this every second then). It reads under the lock that
+        this Runtime's own changes take: records read before one of them
+        would undo it until the next reload."""
         store = self._store
-        users = {r["arn"]: self._user_from(r) for r in store.list_iam_records(USER)}
-        roles = {r["arn"]: self._role_from(r) for r in store.list_iam_records(ROLE)}
-        organizations = {r["account"]: r["organization_id"]
-                         for r in store.list_iam_records(ORGANIZATION)}
-        policies = {r["function"]: FunctionPolicy(parse_policy(r["policy"], RESOURCE),
-                                                  r["revision_id"])
-                    for r in store.list_iam_records(FUNCTION_POLICY)}
         with self._lock:
+            users = {r["arn"]: self._user_from(r) for r in store.list_iam_records(USER)}
+            roles = {r["arn"]: self._role_from(r) for r in store.list_iam_records(ROLE)}
+            organizations = {r["account"]: r["organization_id"]
+                             for r in store.list_iam_records(ORGANIZATION)}
+            policies = {r["function"]: FunctionPolicy(parse_policy(r["policy"], RESOURCE),
+                                                      r["revision_id"])
+                        for r in store.list_iam_records(FUNCTION_POLICY)}
             self._users, self._roles = users, roles
             self._organizations, self._function_policies = organizations, policies
 

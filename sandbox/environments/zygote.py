@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ProtocolError, ServiceException
@@ -44,6 +44,11 @@ def new_memfd(name: str) -> int:
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
     return fd
+
+
+def _wait_status(returncode: int) -> int:
+    """The raw wait status of a Popen return code (a signal is negative there)."""
+    return -returncode if returncode < 0 else returncode << 8
 
 
 class ZygoteExited(Exception):
@@ -210,30 +215,19 @@ class Zygote:
         Raises:
             ServiceException: it did not boot, or spoke garbage.
         """
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        log_fd = new_memfd(f"zygote-{self.mode}")
-        procs_fds: list[int] = []
-        try:
-            procs_fds = self.cgroup.open_procs() if self.cgroup is not None else []
+        def launch(channel: int, log_fd: int, procs_fds: list[int]) -> None:
             self._proc = subprocess.Popen(
-                [self.python, "-c", ZYGOTE_ENTRY, str(theirs.fileno()), self.mode,
+                [self.python, "-c", ZYGOTE_ENTRY, str(channel), self.mode,
                  *(["--no-network"] if self.no_network else []),
                  *([f"--preload={','.join(self.preload)}"] if self.preload else []),
                  *([f"--cgroup-fds={','.join(map(str, procs_fds))}"] if procs_fds else [])],
-                pass_fds=(theirs.fileno(), *procs_fds), stdin=subprocess.DEVNULL,
+                pass_fds=(channel, *procs_fds), stdin=subprocess.DEVNULL,
                 stdout=log_fd, stderr=log_fd, env=self.environ, cwd=self.cwd,
                 start_new_session=True,
             )
-        except OSError as exc:
-            ours.close()
-            os.close(log_fd)
-            self.remove_cgroup()
-            raise ServiceException(f"cannot start a zygote: {exc}") from exc
-        finally:
-            theirs.close()
-            for fd in procs_fds:
-                os.close(fd)
-        self._ctrl = ours
+
+        log_fd = self._launch(self.cgroup, launch, self.remove_cgroup, "cannot start a zygote")
+        assert self._proc is not None
         self.pid = self._proc.pid
         return self._await_hello(log_fd, timeout_s)
 
@@ -274,28 +268,49 @@ class Zygote:
         tracker = ForkedZygote(f"zygote-{uuid.uuid4().hex}", placement)
         self.forked = tracker
         self.parent_pid = parent.pid
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        log_fd = new_memfd(f"zygote-{self.mode}")
         frame = {"t": SPAWN, "env": tracker.env_id, "exec": None,
                  "rlimits": [list(r) for r in placement.rlimits],
                  "isolation": placement.isolation, **request}
+
+        def launch(channel: int, log_fd: int, procs_fds: list[int]) -> None:
+            parent.send_spawn(tracker, frame, [channel, log_fd, *procs_fds])
+
+        log_fd = self._launch(placement.cgroup, launch, tracker.release,
+                              f"cannot fork a zygote from {parent.pid}")
+        tracker.wait_spawned(timeout_s)
+        self.pid = tracker.pid
+        return self._await_hello(log_fd, timeout_s)
+
+    def _launch(self, cgroup: EnvCgroup | None,
+                launch: Callable[[int, int, list[int]], None],
+                undo: Callable[[], None], failure: str) -> int:
+        """Starts the zygote's process by ``launch(channel fd, log fd,
+        cgroup.procs fds)``: a process of its own, or a fork of another
+        zygote. Keeps this end of the control socket; closes the fds handed
+        over.
+
+        Returns:
+            The log memfd, which _await_hello reads and closes.
+        Raises:
+            ServiceException: ``failure``, after ``undo`` (launch raised OSError).
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log_fd = new_memfd(f"zygote-{self.mode}")
         procs_fds: list[int] = []
         try:
-            procs_fds = placement.cgroup.open_procs() if placement.cgroup is not None else []
-            parent.send_spawn(tracker, frame, [theirs.fileno(), log_fd, *procs_fds])
+            procs_fds = cgroup.open_procs() if cgroup is not None else []
+            launch(theirs.fileno(), log_fd, procs_fds)
         except OSError as exc:
             ours.close()
             os.close(log_fd)
-            tracker.release()
-            raise ServiceException(f"cannot fork a zygote from {parent.pid}: {exc}") from exc
+            undo()
+            raise ServiceException(f"{failure}: {exc}") from exc
         finally:
             theirs.close()
             for fd in procs_fds:
                 os.close(fd)
         self._ctrl = ours
-        tracker.wait_spawned(timeout_s)
-        self.pid = tracker.pid
-        return self._await_hello(log_fd, timeout_s)
+        return log_fd
 
     def _await_hello(self, log_fd: int, timeout_s: float) -> dict[str, Any]:
         """Reads the HELLO on the control socket; closes ``log_fd``."""
@@ -345,8 +360,7 @@ class Zygote:
             returncode = self._proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             return False, None
-        # Popen reports a signal as a negative code.
-        return True, -returncode if returncode < 0 else returncode << 8
+        return True, _wait_status(returncode)
 
     @staticmethod
     def _read_output(fd: int) -> bytes:
@@ -455,8 +469,7 @@ class Zygote:
             record = self.forked.exit_record
             return record.describe() if record is not None else "unknown"
         code = self._proc.poll() if self._proc is not None else None
-        return "unknown" if code is None else ExitRecord(
-            -code if code < 0 else code << 8).describe()
+        return "unknown" if code is None else ExitRecord(_wait_status(code)).describe()
 
     def close(self, grace_s: float = 2.0) -> None:
         """Hangs up; the zygote kills its environments and exits."""

@@ -73,7 +73,7 @@ class _Function:
     """A registered function: its configuration, pool and log, and what serves
     its platform calls (as its execution role) on every invocation path."""
 
-    __slots__ = ("config", "pool", "log", "arn", "platform")
+    __slots__ = ("config", "pool", "log", "arn", "platform", "record_key")
 
     def __init__(self, config: FunctionConfig, pool: FunctionPool, log: FunctionLog,
                  arn: str, platform: PlatformHandler) -> None:
@@ -82,6 +82,9 @@ class _Function:
         self.log = log
         self.arn = arn
         self.platform = platform
+        # Its stored record, as compared with the store's on every lookup of
+        # a shared store (_same_record): made once, not per invocation.
+        self.record_key = _record_key(config.to_record())
 
 
 class Runtime:
@@ -946,10 +949,13 @@ class Runtime:
         self._supervisor.call_later(IAM_RELOAD_S, reload)
 
 
+def _record_key(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True)
+
+
 def _same_record(function: _Function, record: dict[str, Any]) -> bool:
     """Whether a stored function record is the configuration ``function`` runs."""
-    return json.dumps(function.config.to_record(), sort_keys=True) == json.dumps(
-        record, sort_keys=True)
+    return function.record_key == _record_key(record)
 
 
 def _encode_payload(payload: Any) -> bytes:

@@ -333,7 +333,7 @@ class FunctionPool:
         with its full isolation on: a function's first start, and every start
         while its own zygote boots."""
         started = time.monotonic()
-        parent = self._zygote_parent(frozenset(self.config.preload) | self.learned_imports)
+        parent = self._tree_parent()
         env_id = uuid.uuid4().hex
         environ = self.environ("on-demand")
         environ.update(self._stream_environ(env_id))
@@ -348,6 +348,11 @@ class FunctionPool:
         # done (release), so that it takes nothing from it.
         self._zygote_wanted = True
         return env
+
+    def _tree_parent(self) -> Zygote:
+        """The zygote of the tree to fork from: the node holding what the
+        function declared in ``preload`` and what its last INIT imported."""
+        return self._zygote_parent(frozenset(self.config.preload) | self.learned_imports)
 
     def _boot_zygote_in_background(self) -> None:
         """Starts booting the function's zygote, unless it is up or booting.
@@ -444,7 +449,7 @@ class FunctionPool:
                                     nproc_limit=False)
         # The first environment's cgroup is made while the zygote boots.
         self._supervisor.call_later(0.0, self._make_spare_cgroup)
-        parent = self._zygote_parent(frozenset(self.config.preload) | self.learned_imports)
+        parent = self._tree_parent()
         zygote, hello = Zygote.fork(parent, self.environ("snap-start"), self.config.code,
                                     placement, timeout_s)
         self.learned_imports = learnable_imports(hello.get("imports"))

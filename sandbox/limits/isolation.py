@@ -18,8 +18,8 @@ child of the base zygote, which runs no function code). Having no capability
 left, it cannot give its own children namespaces or uids: each child makes a
 user namespace of its own for them (``forked_spec``), into which the
 dispatcher maps the child's uid. The zygote's filter lets it, and only it:
-unshare(2) of a user namespace with the namespaces an environment gets, and
-mount(2) with the flags of its private /tmp.
+unshare(2) of a user namespace and of the namespaces an environment gets,
+and mount(2) with the flags of its private /tmp.
 """
 
 from __future__ import annotations
@@ -386,7 +386,7 @@ class Isolation:
             ours.close()
             theirs.close()
             os.close(log_fd)
-        lease.release()
+            lease.release()
         if isinstance(result[0], BaseException):
             raise result[0]
         if result[0] != 0:

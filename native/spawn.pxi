@@ -109,6 +109,12 @@ cdef object _read_verdict(int fd):
     return bytes(out)
 
 
+cdef object _spawn_error(bytes verdict):
+    """The SpawnError of a child's set-up report ("OSError:<hex errno>:<stage>")."""
+    _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
+    return SpawnError(int(hex_errno, 16), stage)
+
+
 cdef object _prepare_isolation(sandbox_isolation *iso, sock_fprog *prog, object spec,
                                list keepalive):
     """Fills ``iso`` from the ``isolation`` mapping of spawn()."""
@@ -285,8 +291,7 @@ def spawn(int chan_fd, int log_fd, exec_argv=None, exec_env=None, cgroup_fds=(),
         with nogil:
             waitpid(pid, &status, 0)
         end_pid_namespace(pid)
-        _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
-        raise SpawnError(int(hex_errno, 16), stage)
+        raise _spawn_error(verdict)
     return pid
 
 
@@ -342,8 +347,7 @@ def assign_spare(int sock_fd, bytes data, fds):
     finally:
         close(sock_fd)
     if verdict:
-        _, hex_errno, stage = verdict.decode("ascii", "replace").split(":", 2)
-        raise SpawnError(int(hex_errno, 16), stage)
+        raise _spawn_error(verdict)
 
 
 cdef void _forget_parent_state() noexcept:
